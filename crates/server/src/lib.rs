@@ -3,7 +3,11 @@
 //!
 //! Modules:
 //! - [`openai`]: the wire format (requests with vLLM's extras, responses, chunks, error bodies).
+//! - [`api_error`]: HTTP errors as OpenAI bodies and a JSON extractor that never answers 422/500.
+//! - [`auth`]: the `--api-key` bearer check.
 
 #![deny(missing_docs)]
 
+pub mod api_error;
+pub mod auth;
 pub mod openai;
