@@ -5,9 +5,13 @@
 //! - [`openai`]: the wire format (requests with vLLM's extras, responses, chunks, error bodies).
 //! - [`api_error`]: HTTP errors as OpenAI bodies and a JSON extractor that never answers 422/500.
 //! - [`auth`]: the `--api-key` bearer check.
+//! - [`chat`]: chat templates rendered with minijinja.
+//! - [`metrics`]: Prometheus metrics under vLLM's names.
 
 #![deny(missing_docs)]
 
 pub mod api_error;
 pub mod auth;
+pub mod chat;
+pub mod metrics;
 pub mod openai;
