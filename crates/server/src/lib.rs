@@ -5,6 +5,7 @@
 //! - [`openai`]: the wire format (requests with vLLM's extras, responses, chunks, error bodies).
 //! - [`api_error`]: HTTP errors as OpenAI bodies and a JSON extractor that never answers 422/500.
 //! - [`auth`]: the `--api-key` bearer check.
+//! - [`cli`]: command-line flags (vLLM's names).
 //! - [`chat`]: chat templates rendered with minijinja.
 //! - [`metrics`]: Prometheus metrics under vLLM's names.
 
@@ -13,5 +14,6 @@
 pub mod api_error;
 pub mod auth;
 pub mod chat;
+pub mod cli;
 pub mod metrics;
 pub mod openai;
