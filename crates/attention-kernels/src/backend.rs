@@ -1,0 +1,88 @@
+//! The [`AttentionBackend`] trait that models call once per layer per step, and the tensor glue
+//! shared by its implementations.
+
+use candle_core::{DType, Tensor};
+
+use crate::cache::{LayerKvCache, with_planes};
+use crate::element::{KvDtype, KvElement};
+use crate::error::{KernelError, Result};
+use crate::kernels::cache_ops::write_layer_kv;
+use crate::kernels::inputs::AttnInputs;
+use crate::metadata::{AttnMetadata, AttnParams};
+
+/// Writes K/V into the paged cache and runs attention over it for one layer of one step.
+///
+/// Tensors are `[num_tokens, heads, head_size]` (packed rows, any of f32/f16/bf16, any device
+/// candle can copy to the host). `attend` returns a tensor of the query's shape, dtype and device.
+pub trait AttentionBackend: Send + Sync {
+    /// A short name for logs and benchmark tables.
+    fn name(&self) -> &'static str;
+
+    /// Scatters row `i` of `key`/`value` (`[num_tokens, num_kv_heads, head_size]`) into slot
+    /// `meta.slot_mapping()[i]` of `cache` (slot `-1` skipped), converting to the cache dtype.
+    fn write_kv(
+        &self,
+        cache: &mut LayerKvCache,
+        key: &Tensor,
+        value: &Tensor,
+        meta: &AttnMetadata,
+    ) -> Result<()> {
+        let g = cache.geometry();
+        let key = tensor_rows(key, meta.num_tokens(), g.num_kv_heads, g.head_size)?;
+        let value = tensor_rows(value, meta.num_tokens(), g.num_kv_heads, g.head_size)?;
+        write_layer_kv(cache, &key, &value, meta.slot_mapping())
+    }
+
+    /// Attention of the packed queries (`[num_tokens, num_heads, head_size]`) against the cache:
+    /// each sequence's query rows attend causally to its cached and new keys.
+    fn attend(
+        &self,
+        query: &Tensor,
+        cache: &LayerKvCache,
+        meta: &AttnMetadata,
+        params: &AttnParams,
+    ) -> Result<Tensor>;
+}
+
+/// A slice-level attention kernel, generic over the cache element type.
+pub(crate) trait SliceKernel {
+    /// Computes attention into `out` (f32, the query's shape).
+    fn run<T: KvElement>(&self, inputs: &AttnInputs<'_, T>, out: &mut [f32]) -> Result<()>;
+}
+
+/// Shared body of `attend`: tensor → f32 rows, dtype dispatch, kernel, f32 rows → tensor.
+pub(crate) fn attend_with(
+    kernel: &impl SliceKernel,
+    query: &Tensor,
+    cache: &LayerKvCache,
+    meta: &AttnMetadata,
+    params: &AttnParams,
+) -> Result<Tensor> {
+    let geometry = cache.geometry();
+    let (_, num_heads, _) = query.dims3()?;
+    let rows = tensor_rows(query, meta.num_tokens(), num_heads, geometry.head_size)?;
+    let mut out = vec![0.0f32; rows.len()];
+    with_planes!(cache.storage(), planes => {
+        let inputs = AttnInputs { query: &rows, num_heads, planes, geometry, meta, params };
+        kernel.run(&inputs, &mut out)?;
+    });
+    let shape = (meta.num_tokens(), num_heads, geometry.head_size);
+    Ok(Tensor::from_vec(out, shape, query.device())?.to_dtype(query.dtype())?)
+}
+
+/// The rows of a `[rows, heads, head_size]` tensor as packed f32, after checking shape and dtype.
+fn tensor_rows(tensor: &Tensor, rows: usize, heads: usize, head_size: usize) -> Result<Vec<f32>> {
+    if KvDtype::from_candle(tensor.dtype()).is_none() {
+        return Err(KernelError::UnsupportedDtype(tensor.dtype()));
+    }
+    if tensor.dims() != [rows, heads, head_size] {
+        return Err(KernelError::InvalidShape(format!(
+            "tensor of shape {:?}, expected [{rows}, {heads}, {head_size}]",
+            tensor.dims()
+        )));
+    }
+    Ok(tensor
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}

@@ -1,0 +1,260 @@
+//! KV cache storage: typed per-layer K/V planes in the `[num_blocks, block_size, num_kv_heads,
+//! head_size]` layout, whole-model pools, and the device + CPU swap pool pair.
+
+use candle_core::{Device, Tensor};
+use half::{bf16, f16};
+
+use crate::element::{KvDtype, KvElement};
+use crate::error::{KernelError, Result};
+use crate::spec::{CacheGeometry, KvCacheSpec};
+
+/// The K and V planes of one layer, both of length `geometry.plane_len()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvPlanes<T> {
+    key: Vec<T>,
+    value: Vec<T>,
+}
+
+impl<T: KvElement> KvPlanes<T> {
+    /// Zero-filled planes of `len` elements each.
+    pub fn zeroed(len: usize) -> Self {
+        Self {
+            key: vec![T::default(); len],
+            value: vec![T::default(); len],
+        }
+    }
+    /// The key plane.
+    pub fn key(&self) -> &[T] {
+        &self.key
+    }
+    /// The value plane.
+    pub fn value(&self) -> &[T] {
+        &self.value
+    }
+    /// Both planes, mutably (key, value).
+    pub fn planes_mut(&mut self) -> (&mut [T], &mut [T]) {
+        (&mut self.key, &mut self.value)
+    }
+}
+
+/// The typed storage of one layer; the variant is the cache dtype.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerStorage {
+    /// f32 planes.
+    F32(KvPlanes<f32>),
+    /// f16 planes.
+    F16(KvPlanes<f16>),
+    /// bf16 planes.
+    Bf16(KvPlanes<bf16>),
+}
+
+/// Runs `$body` with `$planes` bound to the typed planes of a [`LayerStorage`] (by reference or
+/// mutable reference, following the expression given).
+macro_rules! with_planes {
+    ($storage:expr, $planes:ident => $body:expr) => {
+        match $storage {
+            $crate::cache::LayerStorage::F32($planes) => $body,
+            $crate::cache::LayerStorage::F16($planes) => $body,
+            $crate::cache::LayerStorage::Bf16($planes) => $body,
+        }
+    };
+}
+pub(crate) use with_planes;
+
+impl LayerStorage {
+    fn zeroed(dtype: KvDtype, len: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => LayerStorage::F32(KvPlanes::zeroed(len)),
+            KvDtype::F16 => LayerStorage::F16(KvPlanes::zeroed(len)),
+            KvDtype::Bf16 => LayerStorage::Bf16(KvPlanes::zeroed(len)),
+        }
+    }
+
+    /// The element type of the planes.
+    pub fn dtype(&self) -> KvDtype {
+        match self {
+            LayerStorage::F32(_) => KvDtype::F32,
+            LayerStorage::F16(_) => KvDtype::F16,
+            LayerStorage::Bf16(_) => KvDtype::Bf16,
+        }
+    }
+}
+
+/// One layer's K and V cache. Invariant: both planes hold exactly `geometry().plane_len()` elements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerKvCache {
+    geometry: CacheGeometry,
+    storage: LayerStorage,
+}
+
+impl LayerKvCache {
+    /// A zero-filled layer cache of the given geometry and dtype.
+    pub fn zeroed(geometry: CacheGeometry, dtype: KvDtype) -> Self {
+        Self {
+            geometry,
+            storage: LayerStorage::zeroed(dtype, geometry.plane_len()),
+        }
+    }
+    /// The plane shape.
+    pub fn geometry(&self) -> CacheGeometry {
+        self.geometry
+    }
+    /// The element type.
+    pub fn dtype(&self) -> KvDtype {
+        self.storage.dtype()
+    }
+    /// The typed planes.
+    pub fn storage(&self) -> &LayerStorage {
+        &self.storage
+    }
+    /// The typed planes, mutably. Replacing them with planes of another length or dtype is caught
+    /// by [`Self::check_consistent`], which every kernel calls before touching the layer.
+    pub fn storage_mut(&mut self) -> &mut LayerStorage {
+        &mut self.storage
+    }
+
+    /// Checks that both planes hold `geometry().plane_len()` elements of `dtype`.
+    pub fn check_consistent(&self, dtype: KvDtype) -> Result<()> {
+        if self.dtype() != dtype {
+            return Err(KernelError::DtypeMismatch {
+                expected: dtype,
+                found: self.dtype(),
+            });
+        }
+        let expected = self.geometry.plane_len();
+        let lengths = with_planes!(&self.storage, p => (p.key.len(), p.value.len()));
+        if lengths != (expected, expected) {
+            return Err(KernelError::InvalidShape(format!(
+                "planes hold {lengths:?} elements, the geometry needs {expected}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies the key plane into a candle tensor `[num_blocks, block_size, num_kv_heads, head_size]`
+    /// of the cache dtype on the CPU.
+    pub fn key_tensor(&self) -> Result<Tensor> {
+        with_planes!(&self.storage, planes => plane_tensor(&planes.key, self.geometry))
+    }
+
+    /// Copies the value plane into a candle tensor of the same shape as [`Self::key_tensor`].
+    pub fn value_tensor(&self) -> Result<Tensor> {
+        with_planes!(&self.storage, planes => plane_tensor(&planes.value, self.geometry))
+    }
+}
+
+fn plane_tensor<T: KvElement>(plane: &[T], g: CacheGeometry) -> Result<Tensor> {
+    let shape = (g.num_blocks, g.block_size, g.num_kv_heads, g.head_size);
+    Ok(Tensor::from_slice(plane, shape, &Device::Cpu)?)
+}
+
+/// A pool of `num_blocks` physical blocks for every layer of a model (the device pool or the CPU
+/// swap pool: both are this type). Block id `b` addresses the same rows in every layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvCache {
+    spec: KvCacheSpec,
+    num_blocks: usize,
+    layers: Vec<LayerKvCache>,
+}
+
+impl KvCache {
+    /// A zero-filled pool of `num_blocks` blocks. Errors when the pool's element count overflows.
+    pub fn new(spec: KvCacheSpec, num_blocks: usize) -> Result<Self> {
+        let geometry = spec.geometry(num_blocks);
+        num_blocks
+            .checked_mul(geometry.block_stride())
+            .ok_or_else(|| {
+                KernelError::InvalidShape(format!("a pool of {num_blocks} blocks overflows"))
+            })?;
+        let layers = (0..spec.num_layers())
+            .map(|_| LayerKvCache::zeroed(geometry, spec.dtype()))
+            .collect();
+        Ok(Self {
+            spec,
+            num_blocks,
+            layers,
+        })
+    }
+
+    /// Checks every layer with [`LayerKvCache::check_consistent`] against this pool's spec.
+    pub fn check_consistent(&self) -> Result<()> {
+        let geometry = self.spec.geometry(self.num_blocks);
+        if self.layers.len() != self.spec.num_layers() {
+            return Err(KernelError::InvalidShape(
+                "layer count differs from the spec".into(),
+            ));
+        }
+        self.layers.iter().try_for_each(|layer| {
+            if layer.geometry != geometry {
+                return Err(KernelError::InvalidShape(
+                    "layer geometry differs from the pool".into(),
+                ));
+            }
+            layer.check_consistent(self.spec.dtype())
+        })
+    }
+
+    /// A pool holding as many blocks as fit in `budget_bytes` (K and V of all layers).
+    pub fn with_budget(spec: KvCacheSpec, budget_bytes: usize) -> Result<Self> {
+        Self::new(spec, spec.blocks_for_budget(budget_bytes))
+    }
+
+    /// The model-level spec.
+    pub fn spec(&self) -> &KvCacheSpec {
+        &self.spec
+    }
+    /// Number of physical blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+    /// All layers, in model order.
+    pub fn layers(&self) -> &[LayerKvCache] {
+        &self.layers
+    }
+    /// All layers, mutably.
+    pub fn layers_mut(&mut self) -> &mut [LayerKvCache] {
+        &mut self.layers
+    }
+    /// One layer, or an error when `index` is out of range.
+    pub fn layer(&self, index: usize) -> Result<&LayerKvCache> {
+        self.layers.get(index).ok_or(KernelError::OutOfRange {
+            what: "layer",
+            index: index as u64,
+            limit: self.layers.len() as u64,
+        })
+    }
+    /// One layer mutably, or an error when `index` is out of range.
+    pub fn layer_mut(&mut self, index: usize) -> Result<&mut LayerKvCache> {
+        let limit = self.layers.len() as u64;
+        self.layers.get_mut(index).ok_or(KernelError::OutOfRange {
+            what: "layer",
+            index: index as u64,
+            limit,
+        })
+    }
+}
+
+/// The device pool and the CPU swap pool of one engine, sized from two memory budgets.
+///
+/// Both pools share one spec, so [`crate::swap_blocks`] can move blocks between them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvCachePools {
+    /// The pool attention reads from.
+    pub device: KvCache,
+    /// The pool preempted sequences are swapped out to.
+    pub cpu_swap: KvCache,
+}
+
+impl KvCachePools {
+    /// Sizes both pools: `device_budget_bytes / bytes_per_block` and `swap_budget_bytes / bytes_per_block` blocks.
+    pub fn from_budgets(
+        spec: KvCacheSpec,
+        device_budget_bytes: usize,
+        swap_budget_bytes: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            device: KvCache::with_budget(spec, device_budget_bytes)?,
+            cpu_swap: KvCache::with_budget(spec, swap_budget_bytes)?,
+        })
+    }
+}

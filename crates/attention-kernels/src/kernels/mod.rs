@@ -1,0 +1,10 @@
+//! Slice-level kernels: they read and write plain typed memory so that backends, tests and
+//! benchmarks can all drive them directly.
+
+pub mod cache_ops;
+pub mod inputs;
+pub mod paged;
+pub mod plan;
+mod prefetch;
+pub mod reference;
+pub mod simd;

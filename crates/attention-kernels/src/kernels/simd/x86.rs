@@ -1,0 +1,177 @@
+//! x86-64 levels: AVX-512 and AVX2 (both with FMA), written with explicit intrinsics.
+//!
+//! Each primitive is a `#[target_feature]` function; the `Simd` impls call them, and the whole
+//! kernel is instantiated inside `run_avx512` / `run_avx2`, which carry the same features, so
+//! LLVM inlines the primitives into the hot loops.
+
+use std::arch::x86_64::*;
+
+use super::{Simd, SimdTask};
+
+/// AVX-512 F/BW/VL + FMA + F16C.
+pub(crate) struct Avx512;
+/// AVX2 + FMA + F16C.
+pub(crate) struct Avx2;
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(super) unsafe fn run_avx512<K: SimdTask>(task: K) -> K::Output {
+    task.run::<Avx512>()
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn run_avx2<K: SimdTask>(task: K) -> K::Output {
+    task.run::<Avx2>()
+}
+
+impl Simd for Avx512 {
+    #[inline(always)]
+    fn madd(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: `Avx512` is only used inside `run_avx512`, which runs on CPUs with AVX-512F.
+        unsafe { dot512(a, b) }
+    }
+    #[inline(always)]
+    fn axpy(acc: &mut [f32], p: f32, x: &[f32]) {
+        // SAFETY: as above.
+        unsafe { axpy512(acc, p, x) }
+    }
+}
+
+impl Simd for Avx2 {
+    #[inline(always)]
+    fn madd(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: `Avx2` is only used inside `run_avx2`, which runs on CPUs with AVX2 and FMA.
+        unsafe { dot256(a, b) }
+    }
+    #[inline(always)]
+    fn axpy(acc: &mut [f32], p: f32, x: &[f32]) {
+        // SAFETY: as above.
+        unsafe { axpy256(acc, p, x) }
+    }
+}
+
+/// Mask of the first `n` of 16 lanes (`n < 16`).
+#[inline(always)]
+fn tail_mask(n: usize) -> __mmask16 {
+    ((1u32 << n) - 1) as __mmask16
+}
+
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn dot512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    // SAFETY (all loads): every load covers indices below `n`, masked loads only touch the
+    // lanes below `n`.
+    unsafe {
+        while i + 32 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+                acc1,
+            );
+            i += 32;
+        }
+        if i + 16 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            i += 16;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            let x = _mm512_maskz_loadu_ps(m, pa.add(i));
+            let y = _mm512_maskz_loadu_ps(m, pb.add(i));
+            acc1 = _mm512_fmadd_ps(x, y, acc1);
+        }
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn axpy512(acc: &mut [f32], p: f32, x: &[f32]) {
+    let n = acc.len().min(x.len());
+    let (pa, px) = (acc.as_mut_ptr(), x.as_ptr());
+    let pv = _mm512_set1_ps(p);
+    let mut i = 0;
+    // SAFETY (all loads and stores): indices below `n`; masked accesses touch lanes below `n` only.
+    unsafe {
+        while i + 16 <= n {
+            let v = _mm512_fmadd_ps(pv, _mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(pa.add(i)));
+            _mm512_storeu_ps(pa.add(i), v);
+            i += 16;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_fmadd_ps(
+                pv,
+                _mm512_maskz_loadu_ps(m, px.add(i)),
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+            );
+            _mm512_mask_storeu_ps(pa.add(i), m, v);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot256(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY: every load covers indices below `n`.
+    unsafe {
+        while i + 16 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                acc1,
+            );
+            i += 16;
+        }
+        if i + 8 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            i += 8;
+        }
+    }
+    let sum = _mm256_add_ps(acc0, acc1);
+    let quad = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps::<1>(sum));
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    let single = _mm_add_ss(pair, _mm_shuffle_ps::<0b01>(pair, pair));
+    let mut total = _mm_cvtss_f32(single);
+    for j in i..n {
+        total = a[j].mul_add(b[j], total);
+    }
+    total
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn axpy256(acc: &mut [f32], p: f32, x: &[f32]) {
+    let n = acc.len().min(x.len());
+    let (pa, px) = (acc.as_mut_ptr(), x.as_ptr());
+    let pv = _mm256_set1_ps(p);
+    let mut i = 0;
+    // SAFETY: every load and store covers indices below `n`.
+    unsafe {
+        while i + 8 <= n {
+            let v = _mm256_fmadd_ps(pv, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(pa.add(i)));
+            _mm256_storeu_ps(pa.add(i), v);
+            i += 8;
+        }
+    }
+    for j in i..n {
+        acc[j] = p.mul_add(x[j], acc[j]);
+    }
+}
