@@ -5,6 +5,7 @@
 //! request handlers. Every type mirrors what the official `openai` client and vLLM's benchmark
 //! client send and parse.
 
+use sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 
 /// `prompt` of `/v1/completions`: text, several texts, token ids, or several lists of token ids.
@@ -21,36 +22,6 @@ pub enum PromptInput {
     TokenLists(Vec<Vec<u32>>),
 }
 
-/// `stop` accepts a single string or a list.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum StopInput {
-    /// One stop string.
-    One(String),
-    /// Several stop strings.
-    Many(Vec<String>),
-}
-
-impl StopInput {
-    /// The stop strings as a list.
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            StopInput::One(stop) => vec![stop],
-            StopInput::Many(stops) => stops,
-        }
-    }
-}
-
-/// `early_stopping` is a boolean or the string `"never"`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum EarlyStoppingInput {
-    /// `true` or `false`.
-    Bool(bool),
-    /// Must be `"never"`; anything else is rejected by validation.
-    Word(String),
-}
-
 /// `stream_options` of a streaming request.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct StreamOptions {
@@ -62,78 +33,28 @@ pub struct StreamOptions {
     pub continuous_usage_stats: bool,
 }
 
-/// Sampling fields common to completions and chat (OpenAI's plus vLLM's extras). Every field is
-/// optional; absent fields take `SamplingParams`' defaults.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct SamplingFields {
-    /// Number of choices to return.
-    pub n: Option<i64>,
-    /// Sequences to sample before keeping the best `n`.
-    pub best_of: Option<i64>,
-    /// Softmax temperature; 0 means greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling mass.
-    pub top_p: Option<f64>,
-    /// Keep the k most likely tokens (-1 or 0: all).
-    pub top_k: Option<i64>,
-    /// Minimum probability relative to the most likely token.
-    pub min_p: Option<f64>,
-    /// OpenAI presence penalty.
-    pub presence_penalty: Option<f64>,
-    /// OpenAI frequency penalty.
-    pub frequency_penalty: Option<f64>,
-    /// Multiplicative repetition penalty (1 = off).
-    pub repetition_penalty: Option<f64>,
-    /// Per-request random seed.
-    pub seed: Option<i64>,
-    /// Stop strings.
-    pub stop: Option<StopInput>,
-    /// Token ids that stop generation.
-    pub stop_token_ids: Option<Vec<u32>>,
-    /// Keep generating past EOS.
-    pub ignore_eos: Option<bool>,
-    /// Include the matched stop string in the output text.
-    pub include_stop_str_in_output: Option<bool>,
-    /// Maximum tokens to generate.
-    pub max_tokens: Option<i64>,
-    /// Minimum tokens to generate before EOS or stop tokens may end the sequence.
-    pub min_tokens: Option<i64>,
-    /// Number of prompt-token logprobs to return.
-    pub prompt_logprobs: Option<i64>,
-    /// Additive logit biases by token id (JSON object keys are strings).
-    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
-    /// Drop special tokens when detokenizing.
-    pub skip_special_tokens: Option<bool>,
-    /// Use beam search with `n` (or `best_of`) beams.
-    pub use_beam_search: Option<bool>,
-    /// Beam-search length penalty exponent.
-    pub length_penalty: Option<f64>,
-    /// Beam-search stopping rule.
-    pub early_stopping: Option<EarlyStoppingInput>,
-    /// Stream the answer as server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-    /// Streaming options.
-    pub stream_options: Option<StreamOptions>,
-    /// Scheduling priority (lower first) under the priority policy.
-    pub priority: Option<i64>,
-}
-
-/// Body of `POST /v1/completions`.
+/// Body of `POST /v1/completions`. Sampling fields (OpenAI's, vLLM's extras, and the integer
+/// `logprobs`) are read straight into [`SamplingParams`]; unknown fields are ignored.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct CompletionRequest {
     /// Served model name.
     pub model: String,
     /// The prompt(s).
     pub prompt: PromptInput,
-    /// Number of top logprobs per generated token (OpenAI's integer form).
-    pub logprobs: Option<i64>,
     /// Prepend the prompt to the returned text.
     #[serde(default)]
     pub echo: bool,
-    /// Sampling and streaming fields.
+    /// Stream the answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Scheduling priority (lower first) under the priority policy.
+    #[serde(default)]
+    pub priority: i64,
+    /// Everything else that steers decoding.
     #[serde(flatten)]
-    pub sampling: SamplingFields,
+    pub params: SamplingParams,
 }
 
 /// One part of a chat message's content given as a list.
@@ -180,7 +101,9 @@ pub struct ChatMessage {
     pub content: Option<MessageContent>,
 }
 
-/// Body of `POST /v1/chat/completions`.
+/// Body of `POST /v1/chat/completions`. Fields whose chat form differs from
+/// [`SamplingParams`] (`logprobs` as a boolean, `max_tokens` without a default) are read here;
+/// [`ChatCompletionRequest::sampling_params`] merges them.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ChatCompletionRequest {
     /// Served model name.
@@ -192,14 +115,35 @@ pub struct ChatCompletionRequest {
     pub logprobs: bool,
     /// Number of top logprobs per token when `logprobs` is true.
     pub top_logprobs: Option<i64>,
+    /// Tokens to generate at most; absent means up to the context length.
+    pub max_tokens: Option<i64>,
     /// Newer name of `max_tokens`; wins when both are given.
     pub max_completion_tokens: Option<i64>,
     /// End the rendered prompt with the assistant's turn header.
     #[serde(default = "default_true")]
     pub add_generation_prompt: bool,
-    /// Sampling and streaming fields.
+    /// Stream the answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Scheduling priority (lower first) under the priority policy.
+    #[serde(default)]
+    pub priority: i64,
+    /// Everything else that steers decoding.
     #[serde(flatten)]
-    pub sampling: SamplingFields,
+    pub params: SamplingParams,
+}
+
+impl ChatCompletionRequest {
+    /// The sampling parameters with the chat-specific fields merged in.
+    pub fn sampling_params(&self) -> SamplingParams {
+        SamplingParams {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            logprobs: self.logprobs.then(|| self.top_logprobs.unwrap_or(0)),
+            ..self.params.clone()
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -343,11 +287,18 @@ mod tests {
             "max_tokens":128,"logprobs":null,"stream":true,"stream_options":{"include_usage":true},
             "ignore_eos":true,"best_of":1,"use_beam_search":false,"some_future_field":{"x":1}}"#;
         let request: CompletionRequest = serde_json::from_str(body).unwrap();
-        assert_eq!(request.sampling.max_tokens, Some(128));
-        assert_eq!(request.sampling.ignore_eos, Some(true));
-        assert!(request.sampling.stream);
-        assert!(request.sampling.stream_options.unwrap().include_usage);
-        assert_eq!(request.logprobs, None);
+        assert_eq!(request.params.max_tokens, Some(128));
+        assert_eq!(request.params.temperature, 0.0);
+        assert!(request.params.ignore_eos);
+        assert!(request.stream);
+        assert!(request.stream_options.unwrap().include_usage);
+        assert_eq!(request.params.logprobs, None);
+        let defaults: CompletionRequest =
+            serde_json::from_str(r#"{"model":"m","prompt":[1,2],"logprobs":2,"stop":"x"}"#)
+                .unwrap();
+        assert_eq!(defaults.params.max_tokens, Some(16));
+        assert_eq!(defaults.params.logprobs, Some(2));
+        assert_eq!(defaults.params.stop, vec!["x".to_string()]);
     }
 
     #[test]
@@ -358,8 +309,13 @@ mod tests {
         let request: ChatCompletionRequest = serde_json::from_str(body).unwrap();
         assert_eq!(request.messages[0].content.as_ref().unwrap().text(), "a\nb");
         assert_eq!(request.messages[1].content.as_ref().unwrap().text(), "c");
-        assert_eq!(request.max_completion_tokens, Some(4));
+        assert_eq!(request.sampling_params().max_tokens, Some(4));
         assert!(request.add_generation_prompt);
+        let chat = r#"{"model":"m","messages":[],"logprobs":true,"top_logprobs":3}"#;
+        let params = serde_json::from_str::<ChatCompletionRequest>(chat)
+            .unwrap()
+            .sampling_params();
+        assert_eq!((params.max_tokens, params.logprobs), (None, Some(3)));
         let image =
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#;
         assert!(serde_json::from_str::<ChatCompletionRequest>(image).is_err());
