@@ -32,6 +32,7 @@ pub mod beam;
 pub mod detokenizer;
 pub mod error;
 pub mod group;
+mod kernels;
 pub mod logprobs;
 pub mod params;
 pub mod processors;

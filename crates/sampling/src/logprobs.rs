@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TokenId;
 use crate::error::SampleError;
+use crate::kernels;
 use crate::params::ValidatedParams;
 use crate::processors::process_prompt_logits;
 use crate::topk::{Scratch, top_indices};
@@ -16,7 +17,8 @@ use crate::topk::{Scratch, top_indices};
 /// The log-softmax normaliser of a row: `logprob(i) = (row[i] − max) − ln(Σ exp(row − max))`.
 ///
 /// Invariant: built from a row with a finite maximum; `weights` in the scratch it was built with
-/// hold `exp(row[i] − max)` until the scratch is reused.
+/// hold `exp(row[i] − max)` until the scratch is reused, and `total` is their sum taken block by
+/// block, the order [`crate::sampler::draw`] walks them in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalizer {
     max: f32,
@@ -27,10 +29,8 @@ pub struct Normalizer {
 impl Normalizer {
     /// Computes the normaliser and stores the unnormalised probabilities in `scratch`.
     pub fn new(row: &[f32], scratch: &mut Scratch) -> Self {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        scratch.weights.clear();
-        scratch.weights.extend(row.iter().map(|&l| (l - max).exp()));
-        let total: f64 = scratch.weights.iter().map(|&w| f64::from(w)).sum();
+        let max = kernels::max(row);
+        let total = kernels::exp_weights(row, max, &mut scratch.weights);
         Normalizer {
             max,
             total,
@@ -74,8 +74,7 @@ pub struct PositionLogprobs {
 
 /// 1 + the number of entries of `row` strictly above `row[token]`.
 pub fn rank_of(row: &[f32], token: TokenId) -> usize {
-    let v = row[token as usize];
-    1 + row.iter().filter(|&&l| l > v).count()
+    1 + kernels::count_greater(row, row[token as usize])
 }
 
 /// The logprob details of `token` in a processed `row` with `k` alternatives.

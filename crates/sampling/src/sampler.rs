@@ -5,6 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::TokenId;
+use crate::kernels;
 
 /// A request's own random stream.
 ///
@@ -27,32 +28,39 @@ impl RequestRng {
 }
 
 /// The index of the largest entry (the first one on ties, like `torch.argmax`); `None` if empty.
+/// A NaN first entry wins (nothing compares greater); later NaNs are ignored.
 pub fn greedy(row: &[f32]) -> Option<TokenId> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &l) in row.iter().enumerate() {
-        if best.is_none_or(|(_, b)| l > b) {
-            best = Some((i, l));
-        }
+    if row.first()?.is_nan() {
+        return Some(0);
     }
-    best.map(|(i, _)| i as TokenId)
+    let max = kernels::max(row);
+    kernels::first_equal(row, max).map(|i| i as TokenId)
 }
 
 /// Inverse-CDF draw: the first token whose running weight sum exceeds `u × total`.
 ///
-/// `weights` are unnormalised probabilities whose sum (in this order, in f64) is `total`, and
-/// `u ∈ [0, 1)`. Zero-weight (masked) tokens are never returned; `None` only if all are zero.
+/// `weights` are unnormalised probabilities and `u ∈ [0, 1)`; `total` is their sum as
+/// [`crate::logprobs::Normalizer`] takes it, block by block in order. The draw skips whole blocks
+/// whose sum keeps the running sum at or below the target and walks the block that crosses it,
+/// so it costs one vectorised pass at most. Zero-weight (masked) tokens are never returned;
+/// `None` only if all are zero.
 pub fn draw(weights: &[f32], total: f64, u: f64) -> Option<TokenId> {
     let target = u * total;
     let mut acc = 0.0f64;
-    let mut last_positive = None;
-    for (i, &w) in weights.iter().enumerate() {
-        if w > 0.0 {
-            acc += f64::from(w);
-            last_positive = Some(i as TokenId);
-            if acc > target {
-                return last_positive;
+    for (b, block) in weights.chunks(kernels::BLOCK).enumerate() {
+        let sum = kernels::block_sum(block);
+        if acc + sum > target {
+            let mut run = acc;
+            for (i, &w) in block.iter().enumerate() {
+                if w > 0.0 {
+                    run += f64::from(w);
+                    if run > target {
+                        return Some((b * kernels::BLOCK + i) as TokenId);
+                    }
+                }
             }
         }
+        acc += sum;
     }
-    last_positive
+    weights.iter().rposition(|&w| w > 0.0).map(|i| i as TokenId)
 }

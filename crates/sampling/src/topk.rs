@@ -1,5 +1,7 @@
 //! Selection of the largest entries of a row without sorting the whole row.
 
+use crate::kernels;
+
 /// Reusable per-thread buffers, so a batch allocates vocabulary-sized memory once, not per row.
 ///
 /// Invariant: the contents are meaningless between calls; every user overwrites what it reads.
@@ -50,17 +52,27 @@ pub fn top_indices(values: &[f32], k: usize, scratch: &mut Scratch) -> Vec<u32> 
     top
 }
 
+/// Chunks whose best entry cannot enter a full top list are skipped after one vectorised pass.
+const SKIP_CHUNK: usize = 32;
+
 fn top_indices_small(values: &[f32], k: usize) -> Vec<u32> {
     let mut top: Vec<u32> = Vec::with_capacity(k + 1);
-    for (i, &v) in values.iter().enumerate() {
-        if top.len() == k && v.total_cmp(&values[top[k - 1] as usize]).is_le() {
-            // Equal values rank after the earlier (smaller) index already kept.
+    for (c, chunk) in values.chunks(SKIP_CHUNK).enumerate() {
+        if top.len() == k
+            && kernels::max_key(chunk) <= kernels::total_key(values[top[k - 1] as usize])
+        {
             continue;
         }
-        let i = i as u32;
-        let pos = top.partition_point(|&t| ranks_before(values, t, i).is_lt());
-        top.insert(pos, i);
-        top.truncate(k);
+        for (o, &v) in chunk.iter().enumerate() {
+            if top.len() == k && v.total_cmp(&values[top[k - 1] as usize]).is_le() {
+                // Equal values rank after the earlier (smaller) index already kept.
+                continue;
+            }
+            let i = (c * SKIP_CHUNK + o) as u32;
+            let pos = top.partition_point(|&t| ranks_before(values, t, i).is_lt());
+            top.insert(pos, i);
+            top.truncate(k);
+        }
     }
     top
 }
