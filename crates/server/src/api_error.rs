@@ -24,6 +24,8 @@ pub enum ApiError {
     },
     /// The request names a model this server does not serve (404).
     ModelNotFound(String),
+    /// No endpoint at this path (404).
+    NotFoundPath,
     /// `--api-key` is set and the request's bearer token is missing or wrong (401).
     Unauthorized,
     /// The body is over the configured limit (413).
@@ -47,7 +49,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_) | ApiError::NotFoundPath => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -64,6 +66,11 @@ impl ApiError {
             ApiError::ModelNotFound(model) => (
                 "NotFoundError",
                 format!("The model `{model}` does not exist."),
+                None,
+            ),
+            ApiError::NotFoundPath => (
+                "NotFoundError",
+                "There is no endpoint at this path.".to_string(),
                 None,
             ),
             ApiError::Unauthorized => (

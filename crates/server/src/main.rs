@@ -1,10 +1,61 @@
-//! The vellum server: one engine thread (scheduler, block manager, KV cache, model) behind an
-//! OpenAI-compatible HTTP API. Not assembled yet (issue 8): this binary only says so.
+//! `vellum`: serve a model behind an OpenAI-compatible API. `--help` lists the flags.
 
-fn main() {
-    eprintln!(
-        "vellum: the server is not assembled yet (issue 8); the crates it will use are \
-         kv-block, scheduler, attention-kernels, models and sampling. See README.md."
+use clap::Parser;
+use server::cli::Args;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let started = match server::startup::start(&args) {
+        Ok(started) => started,
+        Err(message) => {
+            tracing::error!("{message}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let address = std::net::SocketAddr::new(args.host, args.port);
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!("cannot listen on {address}: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        "serving {} on http://{address}",
+        started.state.served_model_name
     );
-    std::process::exit(2);
+    match server::serve(listener, started, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("server error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

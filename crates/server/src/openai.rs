@@ -6,6 +6,7 @@
 //! client send and parse.
 
 use sampling::SamplingParams;
+pub use sampling::{FinishReason, StopReason};
 use serde::{Deserialize, Serialize};
 
 /// `prompt` of `/v1/completions`: text, several texts, token ids, or several lists of token ids.
@@ -172,28 +173,6 @@ impl Usage {
     }
 }
 
-/// Why a choice ended, as OpenAI spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// EOS, a stop string or a stop token.
-    Stop,
-    /// `max_tokens` or the model's context length.
-    Length,
-    /// The request was aborted.
-    Abort,
-}
-
-/// The stop string or token id that ended a choice, if any.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum StopReason {
-    /// A stop token id (EOS excluded, as in vLLM).
-    Token(u32),
-    /// A stop string.
-    Text(String),
-}
-
 /// OpenAI's legacy logprobs object of a completion choice.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CompletionLogprobs {
@@ -235,6 +214,75 @@ pub struct CompletionResponse {
     pub model: String,
     /// Choices (empty in the final usage-only chunk).
     pub choices: Vec<CompletionChoice>,
+    /// Token counts; absent in chunks unless asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One token of a chat choice's logprobs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatTokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability (at least -9999: JSON has no -inf).
+    pub logprob: f32,
+    /// The UTF-8 bytes of the token's text.
+    pub bytes: Vec<u8>,
+    /// The most likely alternatives at this position (empty for an alternative itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<Vec<ChatTokenLogprob>>,
+}
+
+/// Logprobs of a chat choice.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChatLogprobs {
+    /// One entry per generated token.
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+/// The assistant's message (whole, or a streamed delta).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChatMessageOut {
+    /// `assistant` in a whole message and in a choice's first delta, absent later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// The text (or this chunk's part of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice of a chat response or chunk.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatChoice {
+    /// Position of the choice.
+    pub index: usize,
+    /// The whole message (responses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<ChatMessageOut>,
+    /// This chunk's delta (chunks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<ChatMessageOut>,
+    /// Logprobs, when asked for.
+    pub logprobs: Option<ChatLogprobs>,
+    /// Set on the choice's last message.
+    pub finish_reason: Option<FinishReason>,
+    /// Set with `finish_reason` when a stop string or stop token ended the choice.
+    pub stop_reason: Option<StopReason>,
+}
+
+/// A `chat.completion` response or a `chat.completion.chunk`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatCompletionResponse {
+    /// `chatcmpl-…`.
+    pub id: String,
+    /// `chat.completion` or `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Served model name.
+    pub model: String,
+    /// Choices (empty in the final usage-only chunk).
+    pub choices: Vec<ChatChoice>,
     /// Token counts; absent in chunks unless asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

@@ -1,0 +1,176 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use sampling::PositionLogprobs;
+
+use super::generate::{Choice, StreamItem, collect, json_logprob, sse_response, token_text};
+use super::{AppState, unix_now};
+use crate::api_error::{ApiError, ApiJson};
+use crate::chat::TemplateMessage;
+use crate::openai::{
+    ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, ChatMessageOut,
+    ChatTokenLogprob, Usage,
+};
+
+/// Answers a chat request, streamed or whole.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.check_model(&request.model)?;
+    let template = state.chat_template.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            "This model has no chat template (tokenizer_config.json has no `chat_template`); \
+             use /v1/completions instead.",
+        )
+    })?;
+    if request.messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "`messages` is empty; send at least one message.",
+        ));
+    }
+    let messages: Vec<TemplateMessage> = request
+        .messages
+        .iter()
+        .map(|message| TemplateMessage {
+            role: message.role.clone(),
+            content: message
+                .content
+                .as_ref()
+                .map(|content| content.text())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let prompt_text = template.render(&messages, request.add_generation_prompt)?;
+    // The template writes the special tokens itself, as transformers' apply_chat_template.
+    let prompt = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state.encode(&prompt_text, false))
+            .await
+            .map_err(|error| ApiError::Internal(format!("tokenizer task failed: {error}")))??
+    };
+    let submission = state.prepare(vec![prompt], request.sampling_params(), request.priority)?;
+    let n = submission.params.n();
+    let (receivers, guard) = state.submit("chatcmpl", submission)?;
+    let id = format!("chatcmpl-{:032x}", rand::random::<u128>());
+    let created = unix_now();
+    let model = state.served_model_name.clone();
+    let with_logprobs = request.logprobs;
+
+    if !request.stream {
+        let (choices, usage) = collect(receivers, guard, n).await?;
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, choice)| whole_choice(&state, index, choice, with_logprobs))
+            .collect();
+        let response = ChatCompletionResponse {
+            id,
+            object: "chat.completion",
+            created,
+            model,
+            choices,
+            usage: Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
+        };
+        return Ok(Json(response).into_response());
+    }
+
+    let include_usage = request
+        .stream_options
+        .is_some_and(|options| options.include_usage);
+    let mut role_pending = vec![true; n];
+    let chunk = move |choices, usage| ChatCompletionResponse {
+        id: id.clone(),
+        object: "chat.completion.chunk",
+        created,
+        model: model.clone(),
+        choices,
+        usage,
+    };
+    let format = move |item: StreamItem| match item {
+        StreamItem::Delta(delta) => {
+            let first = role_pending
+                .get_mut(delta.index)
+                .map(std::mem::take)
+                .unwrap_or(false);
+            let logprobs =
+                with_logprobs.then(|| chat_logprobs(&state, &delta.logprobs, &delta.token_ids));
+            vec![chunk(
+                vec![ChatChoice {
+                    index: delta.index,
+                    message: None,
+                    delta: Some(ChatMessageOut {
+                        role: first.then_some("assistant"),
+                        content: Some(delta.text),
+                    }),
+                    logprobs,
+                    finish_reason: delta.finish.as_ref().map(|finish| finish.0),
+                    stop_reason: delta.finish.and_then(|finish| finish.1),
+                }],
+                None,
+            )]
+        }
+        StreamItem::Done(usage) if include_usage => {
+            vec![chunk(
+                Vec::new(),
+                Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
+            )]
+        }
+        StreamItem::Done(_) => Vec::new(),
+    };
+    Ok(sse_response(receivers, guard, n, format))
+}
+
+fn whole_choice(
+    state: &Arc<AppState>,
+    index: usize,
+    choice: Choice,
+    with_logprobs: bool,
+) -> ChatChoice {
+    let logprobs = with_logprobs.then(|| chat_logprobs(state, &choice.logprobs, &choice.token_ids));
+    ChatChoice {
+        index,
+        message: Some(ChatMessageOut {
+            role: Some("assistant"),
+            content: Some(choice.text),
+        }),
+        delta: None,
+        logprobs,
+        finish_reason: choice.finish.as_ref().map(|finish| finish.0),
+        stop_reason: choice.finish.and_then(|finish| finish.1),
+    }
+}
+
+fn chat_logprobs(
+    state: &Arc<AppState>,
+    positions: &[PositionLogprobs],
+    tokens: &[u32],
+) -> ChatLogprobs {
+    let entry = |token: u32, logprob: f32, top| {
+        let text = token_text(state, token);
+        ChatTokenLogprob {
+            bytes: text.as_bytes().to_vec(),
+            token: text,
+            logprob: json_logprob(logprob),
+            top_logprobs: top,
+        }
+    };
+    ChatLogprobs {
+        content: positions
+            .iter()
+            .zip(tokens)
+            .map(|(position, &token)| {
+                let top = position
+                    .top
+                    .iter()
+                    .map(|alt| entry(alt.token, alt.logprob, None))
+                    .collect();
+                entry(token, position.chosen.logprob, Some(top))
+            })
+            .collect(),
+    }
+}

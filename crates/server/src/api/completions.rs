@@ -1,0 +1,175 @@
+//! `POST /v1/completions`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use sampling::PositionLogprobs;
+
+use super::generate::{Choice, StreamItem, collect, json_logprob, sse_response, token_text};
+use super::{AppState, unix_now};
+use crate::api_error::{ApiError, ApiJson};
+use crate::openai::{
+    CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput, Usage,
+};
+
+/// Answers a completion request, streamed or whole.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.check_model(&request.model)?;
+    let prompts = tokenize_prompts(&state, request.prompt).await?;
+    let echoes: Vec<String> = if request.echo {
+        prompts
+            .iter()
+            .map(|prompt| state.decode(prompt))
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![String::new(); prompts.len()]
+    };
+    let submission = state.prepare(prompts, request.params, request.priority)?;
+    let n = submission.params.n();
+    let (receivers, guard) = state.submit("cmpl", submission)?;
+    let id = format!("cmpl-{:032x}", rand::random::<u128>());
+    let created = unix_now();
+    let model = state.served_model_name.clone();
+
+    if !request.stream {
+        let (choices, usage) = collect(receivers, guard, n).await?;
+        let choices = choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, choice)| whole_choice(&state, index, &echoes[index / n], choice))
+            .collect();
+        let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
+        let response = CompletionResponse {
+            id,
+            object: "text_completion",
+            created,
+            model,
+            choices,
+            usage: Some(usage),
+        };
+        return Ok(Json(response).into_response());
+    }
+
+    let include_usage = request
+        .stream_options
+        .is_some_and(|options| options.include_usage);
+    let mut echo_pending: Vec<bool> = vec![request.echo; echoes.len() * n];
+    let chunk = move |choices, usage| CompletionResponse {
+        id: id.clone(),
+        object: "text_completion",
+        created,
+        model: model.clone(),
+        choices,
+        usage,
+    };
+    let format = move |item: StreamItem| match item {
+        StreamItem::Delta(delta) => {
+            let mut text = String::new();
+            if std::mem::take(&mut echo_pending[delta.index]) {
+                text.push_str(&echoes[delta.index / n]);
+            }
+            text.push_str(&delta.text);
+            let logprobs = (!delta.logprobs.is_empty())
+                .then(|| legacy_logprobs(&state, &delta.logprobs, &delta.token_ids, 0));
+            vec![chunk(
+                vec![CompletionChoice {
+                    index: delta.index,
+                    text,
+                    logprobs,
+                    finish_reason: delta.finish.as_ref().map(|finish| finish.0),
+                    stop_reason: delta.finish.and_then(|finish| finish.1),
+                }],
+                None,
+            )]
+        }
+        StreamItem::Done(usage) if include_usage => {
+            vec![chunk(
+                Vec::new(),
+                Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
+            )]
+        }
+        StreamItem::Done(_) => Vec::new(),
+    };
+    Ok(sse_response(receivers, guard, n, format))
+}
+
+fn whole_choice(
+    state: &Arc<AppState>,
+    index: usize,
+    echo: &str,
+    choice: Choice,
+) -> CompletionChoice {
+    let logprobs = (!choice.logprobs.is_empty())
+        .then(|| legacy_logprobs(state, &choice.logprobs, &choice.token_ids, echo.len()));
+    CompletionChoice {
+        index,
+        text: format!("{echo}{}", choice.text),
+        logprobs,
+        finish_reason: choice.finish.as_ref().map(|finish| finish.0),
+        stop_reason: choice.finish.and_then(|finish| finish.1),
+    }
+}
+
+/// OpenAI's legacy logprobs: token texts, their logprobs, top alternatives by text, and each
+/// token's character offset (starting at `offset`).
+fn legacy_logprobs(
+    state: &Arc<AppState>,
+    positions: &[PositionLogprobs],
+    tokens: &[u32],
+    offset: usize,
+) -> CompletionLogprobs {
+    let mut logprobs = CompletionLogprobs::default();
+    let mut position = offset;
+    for (entry, &token) in positions.iter().zip(tokens) {
+        let text = token_text(state, token);
+        logprobs.text_offset.push(position);
+        position += text.len();
+        logprobs
+            .token_logprobs
+            .push(Some(json_logprob(entry.chosen.logprob)));
+        let mut top = BTreeMap::new();
+        for alternative in entry.top.iter().chain(std::iter::once(&entry.chosen)) {
+            top.insert(
+                token_text(state, alternative.token),
+                json_logprob(alternative.logprob),
+            );
+        }
+        logprobs.top_logprobs.push(Some(top));
+        logprobs.tokens.push(text);
+    }
+    logprobs
+}
+
+/// Token ids of every prompt; texts are tokenized off the async runtime's workers.
+async fn tokenize_prompts(
+    state: &Arc<AppState>,
+    prompt: PromptInput,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    let texts = match prompt {
+        PromptInput::Tokens(tokens) => return Ok(vec![tokens]),
+        PromptInput::TokenLists(lists) if lists.is_empty() => {
+            return Err(ApiError::bad_request("`prompt` is an empty list."));
+        }
+        PromptInput::TokenLists(lists) => return Ok(lists),
+        PromptInput::Text(text) => vec![text],
+        PromptInput::Texts(texts) if texts.is_empty() => {
+            return Err(ApiError::bad_request("`prompt` is an empty list."));
+        }
+        PromptInput::Texts(texts) => texts,
+    };
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        texts
+            .iter()
+            .map(|text| state.encode(text, true))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|error| ApiError::Internal(format!("tokenizer task failed: {error}")))?
+}

@@ -1,0 +1,287 @@
+//! What completions and chat share: checking a prompt against the model, submitting it, and
+//! turning the engine's events into whole choices or into a stream of SSE events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{Stream, StreamExt, select_all};
+use sampling::{FinishReason, SamplingParams, StopReason, ValidatedParams};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+
+use super::AppState;
+use crate::api_error::ApiError;
+use crate::engine::{AbortOnDrop, ChoiceDelta, Event, Usage};
+use crate::openai::ErrorBody;
+
+/// A whole choice, accumulated from its deltas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Choice {
+    /// Generated text.
+    pub text: String,
+    /// Generated tokens.
+    pub token_ids: Vec<u32>,
+    /// One entry per token when logprobs were asked for.
+    pub logprobs: Vec<sampling::PositionLogprobs>,
+    /// Why it ended.
+    pub finish: Option<(FinishReason, Option<StopReason>)>,
+}
+
+impl Choice {
+    fn extend(&mut self, delta: ChoiceDelta) {
+        self.text.push_str(&delta.text);
+        self.token_ids.extend(delta.token_ids);
+        self.logprobs.extend(delta.logprobs);
+        if delta.finish.is_some() {
+            self.finish = delta.finish;
+        }
+    }
+}
+
+/// The validated form of a request: prompts as token ids and the parameters they share.
+pub struct Submission {
+    /// One entry per prompt.
+    pub prompts: Vec<Vec<u32>>,
+    /// Shared parameters.
+    pub params: ValidatedParams,
+    /// Scheduling priority.
+    pub priority: i64,
+}
+
+impl AppState {
+    /// Validates `params` and each prompt against the model: non-empty, known token ids, and
+    /// prompt + max_tokens within the context (vLLM's message). Warnings are logged.
+    pub fn prepare(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        params: SamplingParams,
+        priority: i64,
+    ) -> Result<Submission, ApiError> {
+        let (params, warnings) = params
+            .validate()
+            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        for warning in warnings {
+            tracing::warn!("request parameters adjusted: {warning}");
+        }
+        for prompt in &prompts {
+            self.check_prompt(prompt, params.max_tokens())?;
+        }
+        if self.engine.waiting() >= self.max_waiting_requests {
+            return Err(ApiError::Overloaded(format!(
+                "The server is overloaded: {} requests are already waiting. Retry later.",
+                self.engine.waiting()
+            )));
+        }
+        Ok(Submission {
+            prompts,
+            params,
+            priority,
+        })
+    }
+
+    fn check_prompt(&self, prompt: &[u32], max_tokens: Option<usize>) -> Result<(), ApiError> {
+        if prompt.is_empty() {
+            return Err(ApiError::bad_request(
+                "The prompt is empty; send at least one token.",
+            ));
+        }
+        if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(ApiError::bad_request(format!(
+                "Token id {bad} is out of vocabulary (the model has {} tokens).",
+                self.vocab_size
+            )));
+        }
+        let limit = self.max_model_len;
+        match max_tokens {
+            Some(max_tokens) if prompt.len() + max_tokens > limit => {
+                Err(ApiError::bad_request(format!(
+                    "This model's maximum context length is {limit} tokens. However, you requested \
+                     {} tokens ({} in the messages, {max_tokens} in the completion). Please reduce \
+                     the length of the messages or completion.",
+                    prompt.len() + max_tokens,
+                    prompt.len()
+                )))
+            }
+            None if prompt.len() >= limit => Err(ApiError::bad_request(format!(
+                "This model's maximum context length is {limit} tokens. However, you requested \
+                 {} tokens in the messages, Please reduce the length of the messages.",
+                prompt.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Submits every prompt; returns the receivers (prompt order) and a guard that aborts them
+    /// all if dropped before being disarmed.
+    pub fn submit(
+        &self,
+        prefix: &str,
+        submission: Submission,
+    ) -> Result<(Vec<UnboundedReceiver<Event>>, AbortOnDrop), ApiError> {
+        let base = format!("{prefix}-{:032x}", rand::random::<u128>());
+        let mut receivers = Vec::with_capacity(submission.prompts.len());
+        let mut ids = Vec::with_capacity(submission.prompts.len());
+        for (index, prompt) in submission.prompts.into_iter().enumerate() {
+            let id = format!("{base}-{index}");
+            let receiver = self
+                .engine
+                .submit(
+                    id.clone(),
+                    prompt,
+                    submission.params.clone(),
+                    submission.priority,
+                )
+                .ok_or_else(|| ApiError::Internal("The engine has stopped.".into()))?;
+            ids.push(id);
+            receivers.push(receiver);
+        }
+        Ok((receivers, AbortOnDrop::new(self.engine.clone(), ids)))
+    }
+}
+
+/// Waits for every request and returns its choices (prompt-major, `n` per prompt) and the summed
+/// usage. A failed request fails the whole response with its message.
+pub async fn collect(
+    receivers: Vec<UnboundedReceiver<Event>>,
+    guard: AbortOnDrop,
+    n: usize,
+) -> Result<(Vec<Choice>, Usage), ApiError> {
+    let mut choices = vec![Choice::default(); receivers.len() * n];
+    let mut usage = Usage::default();
+    for (prompt_index, mut receiver) in receivers.into_iter().enumerate() {
+        loop {
+            match receiver.recv().await {
+                Some(Event::Delta(delta)) => {
+                    let slot = prompt_index * n + delta.index;
+                    choices
+                        .get_mut(slot)
+                        .ok_or_else(|| ApiError::Internal(format!("choice {slot} out of range")))?
+                        .extend(delta);
+                }
+                Some(Event::Done(done)) => {
+                    usage.prompt_tokens += done.prompt_tokens;
+                    usage.completion_tokens += done.completion_tokens;
+                    usage.cached_tokens += done.cached_tokens;
+                    break;
+                }
+                Some(Event::Failed(message)) => return Err(ApiError::Internal(message)),
+                None => return Err(ApiError::Internal("The engine dropped the request.".into())),
+            }
+        }
+    }
+    guard.disarm();
+    Ok((choices, usage))
+}
+
+/// What a streamed response formats into SSE payloads.
+pub enum StreamItem {
+    /// A delta of choice `index` (already offset by the prompt's position).
+    Delta(ChoiceDelta),
+    /// All requests finished; the usage summed over them.
+    Done(Usage),
+}
+
+/// Streams the events of all `receivers` as SSE: `format` turns each item into zero or more
+/// JSON payloads; an error is sent as an `{"error": …}` event; the stream always ends with
+/// `data: [DONE]`. If the client goes away, the forwarding task stops and `guard` aborts the
+/// requests.
+pub fn sse_response<F, T>(
+    receivers: Vec<UnboundedReceiver<Event>>,
+    guard: AbortOnDrop,
+    n: usize,
+    mut format: F,
+) -> Response
+where
+    F: FnMut(StreamItem) -> Vec<T> + Send + 'static,
+    T: Serialize + Send,
+{
+    let (sender, body) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let expected = receivers.len();
+    let mut merged = select_all(receivers.into_iter().enumerate().map(|(prompt, receiver)| {
+        UnboundedReceiverStream::new(receiver).map(move |event| (prompt, event))
+    }));
+    tokio::spawn(async move {
+        let mut usage = Usage::default();
+        let mut finished = 0;
+        let mut failure = None;
+        while finished < expected {
+            let Some((prompt, event)) = merged.next().await else {
+                failure = Some("The engine dropped the request.".to_string());
+                break;
+            };
+            let item = match event {
+                Event::Delta(mut delta) => {
+                    delta.index += prompt * n;
+                    StreamItem::Delta(delta)
+                }
+                Event::Done(done) => {
+                    usage.prompt_tokens += done.prompt_tokens;
+                    usage.completion_tokens += done.completion_tokens;
+                    usage.cached_tokens += done.cached_tokens;
+                    finished += 1;
+                    continue;
+                }
+                Event::Failed(message) => {
+                    failure = Some(message);
+                    break;
+                }
+            };
+            if !send_all(&sender, format(item)).await {
+                return; // The client is gone: dropping `guard` aborts the requests.
+            }
+        }
+        let succeeded = failure.is_none();
+        let sent = match failure {
+            Some(message) => {
+                let body: ErrorBody = ApiError::Internal(message).body();
+                send_all(&sender, vec![body]).await
+            }
+            None => send_all(&sender, format(StreamItem::Done(usage))).await,
+        };
+        let closed = sent
+            && sender
+                .send(SseEvent::default().data("[DONE]"))
+                .await
+                .is_ok();
+        if succeeded && closed {
+            guard.disarm();
+        }
+        // Otherwise dropping `guard` aborts whatever of this submission is still running.
+    });
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
+        Box::pin(ReceiverStream::new(body).map(Ok));
+    Sse::new(stream).into_response()
+}
+
+async fn send_all<T: Serialize>(
+    sender: &tokio::sync::mpsc::Sender<SseEvent>,
+    items: Vec<T>,
+) -> bool {
+    for item in items {
+        let json = match serde_json::to_string(&item) {
+            Ok(json) => json,
+            Err(error) => format!(r#"{{"error":{{"message":"{error}","code":500}}}}"#),
+        };
+        if sender.send(SseEvent::default().data(json)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// JSON cannot carry `-inf`: logprobs are floored at vLLM's -9999.
+pub fn json_logprob(logprob: f32) -> f32 {
+    logprob.max(-9999.0)
+}
+
+/// The text of one token, as logprob listings show it.
+pub fn token_text(state: &Arc<AppState>, token: u32) -> String {
+    state
+        .tokenizer
+        .tokenizer
+        .decode(&[token], false)
+        .unwrap_or_default()
+}
