@@ -1,6 +1,13 @@
-//! Library half of `cargo xtask`: the pieces benchmarks share (workload traces first), kept in a
-//! library so they are unit-tested and reusable by every suite.
+//! Library half of `cargo xtask`: the pieces benchmarks share, kept in a library so they are
+//! unit-tested and reusable by every suite.
+//!
+//! - [`workload`]: seeded synthetic request traces (ShareGPT-like / Alpaca-like lengths,
+//!   Poisson arrivals, parallel sampling, beam search, shared prefix) and JSONL traces.
+//! - [`bench`]: the suites of `cargo xtask bench` (memory, paper simulation, micro-benchmarks).
+//! - [`report`]: results as JSON, Markdown tables and SVG plots.
 
 #![deny(missing_docs)]
 
+pub mod bench;
+pub mod report;
 pub mod workload;

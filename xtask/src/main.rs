@@ -2,14 +2,21 @@
 //!
 //! - `cargo xtask trace`: write a seeded synthetic request trace (ShareGPT-like or Alpaca-like
 //!   lengths, Poisson arrivals, parallel sampling or beam search, shared prefix) as JSONL.
+//! - `cargo xtask bench [SUITE ...] [--quick] [--seed N] [--out DIR]`: run benchmark suites
+//!   (`memory`, `paper`, `kernels`, `kv-block`, `scheduler`, `model`, `all`) and write JSON,
+//!   Markdown and SVG results under `DIR/<suite>/`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
+use xtask::bench::{self, BenchOptions, Progress, Suite};
 use xtask::workload::{self, Dataset, Decoding, TraceSpec};
 
 #[derive(Parser)]
@@ -49,6 +56,75 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run benchmark suites and write their results (JSON, Markdown, SVG).
+    Bench {
+        /// Suites to run (default: all).
+        #[arg(value_enum)]
+        suites: Vec<Suite>,
+        /// Small configurations for a smoke run.
+        #[arg(long)]
+        quick: bool,
+        /// Seed of every synthetic trace and simulation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Results directory; each suite writes into DIR/<suite>/.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
+}
+
+/// A terminal progress bar: one bar per stage, reset when the next stage begins.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn stage(&self, name: &str, units: u64) {
+        self.0.reset();
+        self.0.set_length(units);
+        self.0.set_prefix(name.to_string());
+        self.0.set_message("");
+    }
+
+    fn advance(&self, label: &str) {
+        self.0.set_message(label.to_string());
+        self.0.inc(1);
+    }
+}
+
+fn run_bench(suites: &[Suite], options: &BenchOptions) -> Result<()> {
+    let bar = Bar::new();
+    for suite in Suite::expand(suites) {
+        let written = bench::run_suite(suite, options, &bar);
+        match written {
+            Ok(paths) => {
+                bar.0.suspend(|| {
+                    for path in paths {
+                        println!("wrote {}", path.display());
+                    }
+                });
+            }
+            Err(error) => {
+                bar.0.abandon();
+                return Err(error.into());
+            }
+        }
+    }
+    bar.0.finish_and_clear();
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -83,5 +159,18 @@ fn main() -> Result<()> {
             };
             workload::write_jsonl(&trace, writer)
         }
+        Command::Bench {
+            suites,
+            quick,
+            seed,
+            out,
+        } => run_bench(
+            &suites,
+            &BenchOptions {
+                quick,
+                seed,
+                out_dir: out,
+            },
+        ),
     }
 }
