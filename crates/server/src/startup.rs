@@ -22,9 +22,6 @@ use crate::engine::core::{Engine, EngineParts};
 use crate::engine::{EngineHandle, EngineStatus};
 use crate::metrics::Metrics;
 
-/// The chat template of the demo model, whose tokenizer has none of its own.
-const DEMO_CHAT_TEMPLATE: &str = "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
-
 /// A started engine and the HTTP state that talks to it.
 pub struct Started {
     /// Shared state of the HTTP handlers.
@@ -144,7 +141,7 @@ pub fn start(args: &Args) -> Result<Started, String> {
     let scheduler = Scheduler::new(scheduler_config, block_manager, policy)
         .map_err(|error| error.to_string())?;
 
-    let chat_template = chat_template(&tokenizer, args.model.is_none());
+    let chat_template = chat_template(&tokenizer);
     let tokenizer = Arc::new(tokenizer);
     let model_context = Arc::new(ModelContext {
         tokenizer: Arc::new(tokenizer.tokenizer.clone()),
@@ -217,12 +214,8 @@ fn load(
     Ok((Arc::new(model), tokenizer, dir.display().to_string()))
 }
 
-fn chat_template(tokenizer: &ModelTokenizer, is_demo: bool) -> Option<ChatTemplate> {
-    let source = match (&tokenizer.chat_template, is_demo) {
-        (Some(source), _) => source.as_str(),
-        (None, true) => DEMO_CHAT_TEMPLATE,
-        (None, false) => return None,
-    };
+fn chat_template(tokenizer: &ModelTokenizer) -> Option<ChatTemplate> {
+    let source = tokenizer.chat_template.as_deref()?;
     let token = |special: &Option<models::SpecialToken>| {
         special
             .as_ref()

@@ -1,0 +1,340 @@
+//! The OpenAI-compatible API over real HTTP on 127.0.0.1, with the built-in demo model.
+
+mod common;
+
+use common::{TestServer, direct_greedy, text};
+use serde_json::{Value, json};
+
+const PROMPT: [u32; 6] = [0, 40, 73, 80, 80, 83];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_matches_the_model_crate_and_streaming_matches_whole() {
+    let server = TestServer::start(&[]).await;
+    let body = json!({"model": "vellum-demo", "prompt": PROMPT, "max_tokens": 12,
+                      "temperature": 0, "ignore_eos": true});
+    let (status, whole) = server.post("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(text(&whole), direct_greedy(&PROMPT, 12));
+    assert_eq!(
+        whole["usage"],
+        json!({"prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18})
+    );
+    assert_eq!(whole["choices"][0]["finish_reason"], "length");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let chunks = server.stream("/v1/completions", &streamed).await;
+    let joined: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"].get(0))
+        .map(|choice| choice["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, text(&whole));
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 12);
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "length"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_prompts_parallel_sampling_and_beam_search() {
+    let server = TestServer::start(&[]).await;
+    let (status, response) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "vellum-demo", "prompt": ["Hi", "there"],
+            "max_tokens": 5, "n": 3, "seed": 7, "temperature": 1.0, "ignore_eos": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    let choices = response["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 6);
+    let indices: Vec<u64> = choices
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(response["usage"]["completion_tokens"], 30);
+
+    let seeded = json!({"model": "vellum-demo", "prompt": "Hi", "max_tokens": 6, "seed": 11,
+                        "temperature": 0.9, "ignore_eos": true});
+    let (_, first) = server.post("/v1/completions", &seeded).await;
+    let (_, second) = server.post("/v1/completions", &seeded).await;
+    assert_eq!(
+        text(&first),
+        text(&second),
+        "a seeded request is reproducible"
+    );
+
+    let beam = json!({"model": "vellum-demo", "prompt": PROMPT, "max_tokens": 6, "n": 2,
+                      "best_of": 3, "use_beam_search": true, "temperature": 0,
+                      "ignore_eos": true});
+    let (status, response) = server.post("/v1/completions", &beam).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["choices"].as_array().unwrap().len(), 2);
+    let mut streamed = beam.clone();
+    streamed["stream"] = json!(true);
+    let chunks = server.stream("/v1/completions", &streamed).await;
+    let streamed_texts: Vec<&str> = chunks
+        .iter()
+        .map(|chunk| chunk["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    let whole_texts: Vec<&str> = response["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        streamed_texts, whole_texts,
+        "beam search streams its final beams"
+    );
+    server
+        .wait_until_idle(server.metric("vellum:kv_cache_free_blocks").await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_are_consistent_and_stop_strings_cut_the_text() {
+    let server = TestServer::start(&[]).await;
+    let (status, response) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "vellum-demo", "prompt": PROMPT,
+            "max_tokens": 8, "temperature": 0, "logprobs": 2, "ignore_eos": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    let logprobs = &response["choices"][0]["logprobs"];
+    let tokens = logprobs["tokens"].as_array().unwrap();
+    let token_logprobs = logprobs["token_logprobs"].as_array().unwrap();
+    assert_eq!(tokens.len(), 8);
+    assert_eq!(token_logprobs.len(), 8);
+    let joined: String = tokens.iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(joined, text(&response));
+    for (position, top) in logprobs["top_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let top = top.as_object().unwrap();
+        assert!(
+            (2..=3).contains(&top.len()),
+            "top-2 plus the chosen token: {top:?}"
+        );
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        let chosen = token_logprobs[position].as_f64().unwrap();
+        assert!(
+            (chosen - best).abs() < 1e-6,
+            "greedy picks the most likely token"
+        );
+        assert!(chosen <= 0.0);
+    }
+
+    let full = text(&response);
+    let stop: String = full.chars().skip(3).take(2).collect();
+    let (_, stopped) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "vellum-demo", "prompt": PROMPT,
+            "max_tokens": 8, "temperature": 0, "stop": [stop.clone()], "ignore_eos": true}),
+        )
+        .await;
+    let cut = full.find(&stop).unwrap();
+    assert_eq!(text(&stopped), full[..cut]);
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    assert_eq!(stopped["choices"][0]["stop_reason"], json!(stop));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_applies_the_template_and_streams_deltas() {
+    let server = TestServer::start(&[]).await;
+    let messages = json!([{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]);
+    let (status, response) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "vellum-demo", "messages": messages,
+            "max_completion_tokens": 5, "temperature": 0, "ignore_eos": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    // The demo tokenizer's template, as its tokenizer_config would render it.
+    let rendered = "system: Be brief.\nuser: Hi\nassistant: ";
+    let (_, tokenized) = server
+        .post(
+            "/tokenize",
+            &json!({"prompt": rendered, "add_special_tokens": false}),
+        )
+        .await;
+    assert_eq!(response["usage"]["prompt_tokens"], tokenized["count"]);
+    assert_eq!(response["object"], "chat.completion");
+    let content = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prompt_ids: Vec<u32> = serde_json::from_value(tokenized["tokens"].clone()).unwrap();
+    assert_eq!(content, direct_greedy(&prompt_ids, 5));
+
+    let chunks = server
+        .stream(
+            "/v1/chat/completions",
+            &json!({"model": "vellum-demo", "messages": messages,
+            "max_completion_tokens": 5, "temperature": 0, "ignore_eos": true, "stream": true}),
+        )
+        .await;
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    let joined: String = chunks
+        .iter()
+        .map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, content);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_the_right_status_and_a_message() {
+    let server = TestServer::start(&["--max-model-len", "64"]).await;
+    let error_of = |status: u16, body: &Value| {
+        (
+            status,
+            body["error"]["message"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"model": "nope", "prompt": "x"}),
+            404,
+            "does not exist",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "max_tokens": -1}),
+            400,
+            "max_tokens",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "temperature": "hot"}),
+            400,
+            "not valid",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "n": 0}),
+            400,
+            "n must be",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "top_p": 7}),
+            400,
+            "top_p",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": [], "max_tokens": 1}),
+            400,
+            "empty",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": [999999]}),
+            400,
+            "out of vocabulary",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x".repeat(100), "max_tokens": 4}),
+            400,
+            "maximum context length is 64 tokens",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "max_tokens": 1000}),
+            400,
+            "maximum context length",
+        ),
+        (json!({"prompt": "x"}), 400, "model"),
+    ];
+    for (body, want_status, needle) in cases {
+        let (status, response) = server.post("/v1/completions", &body).await;
+        let (status, message) = error_of(status, &response);
+        assert_eq!(status, want_status, "{body}: {response}");
+        assert!(message.contains(needle), "{body}: {message}");
+        assert_eq!(response["error"]["code"], want_status);
+    }
+    let (status, _) = server
+        .post_raw("/v1/completions", b"{\"model\": ".to_vec())
+        .await;
+    assert_eq!(status, 400);
+    // The server answers 413 before reading the whole body and closes that connection, so the
+    // oversized request gets a client of its own.
+    let oversized = reqwest::Client::new()
+        .post(format!("{}/v1/completions", server.base))
+        .body(vec![b' '; 17 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status().as_u16(), 413);
+    let (status, _) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "vellum-demo", "messages": []}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = server.post("/v1/nothing", &json!({})).await;
+    assert_eq!(status, 404);
+    // The server is still healthy after all that.
+    let health = server
+        .client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_is_required_on_v1_only() {
+    let server = TestServer::start(&["--api-key", "s3cret"]).await;
+    let url = format!("{}/v1/models", server.base);
+    let missing = server.client.get(&url).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 401);
+    let wrong = server
+        .client
+        .get(&url)
+        .bearer_auth("s3cre")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = server
+        .client
+        .get(&url)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+    let body: Value = right.json().await.unwrap();
+    assert_eq!(body["data"][0]["id"], "vellum-demo");
+    let health = server
+        .client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let version: Value = server
+        .client
+        .get(format!("{}/version", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(version["version"].is_string());
+}
