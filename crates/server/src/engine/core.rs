@@ -78,7 +78,7 @@ impl Engine {
             status,
             log_interval,
         } = parts;
-        Engine {
+        let engine = Engine {
             scheduler,
             model,
             backend,
@@ -96,7 +96,9 @@ impl Engine {
                 prompt_tokens: 0,
                 generated_tokens: 0,
             },
-        }
+        };
+        engine.publish_gauges();
+        engine
     }
 
     /// Runs until `Shutdown` or until every handle is dropped: blocks while idle, otherwise
