@@ -431,3 +431,69 @@ fn write_then_attend_round_trips_through_tensors() {
         }
     }
 }
+
+/// Long prefill chunks and GQA decode through the tiled paths: query tiles that do not divide
+/// the query count (or the 16 vector lanes), contexts spanning many key chunks and blocks, odd
+/// block sizes, head sizes that are not multiples of 16 or are 80/96/112, groups up to 8.
+fn tiled_case_strategy() -> impl Strategy<Value = Case> {
+    (
+        prop::sample::select(vec![KvDtype::F32, KvDtype::F16, KvDtype::Bf16]),
+        prop::sample::select(vec![1usize, 3, 5, 7, 16, 17]),
+        prop::sample::select(vec![17usize, 64, 80, 96, 112]),
+        (1usize..=2, prop::sample::select(vec![1usize, 3, 4, 8])),
+        prop::collection::vec((1usize..200, 0usize..200, any::<bool>()), 1..3),
+        prop::option::weighted(0.3, 1usize..90),
+        any::<bool>(),
+        prop::sample::select(simd_levels()),
+        1usize..=80,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                dtype,
+                block_size,
+                head_size,
+                (num_kv_heads, group),
+                seqs,
+                sliding_window,
+                alibi,
+                simd,
+                query_tile_vectors,
+                seed,
+            )| Case {
+                dtype,
+                block_size,
+                head_size,
+                num_kv_heads,
+                group,
+                seqs: seqs
+                    .into_iter()
+                    .map(|(context, q, decode)| {
+                        (if decode { 1 } else { 1 + q % context }, context, 0)
+                    })
+                    .collect(),
+                sliding_window,
+                alibi,
+                spare_blocks: 2,
+                simd,
+                plan: PlanConfig {
+                    items_per_thread: 2,
+                    min_partition_len: 48,
+                    query_tile_vectors,
+                },
+                seed,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tiled_paths_match_reference(case in tiled_case_strategy()) {
+        let built = build(&case);
+        let config = CpuKernelConfig { simd: case.simd, plan: case.plan };
+        let (fast, slow) = run_both(&built, &config);
+        assert_close(&fast, &slow, 2e-5);
+    }
+}

@@ -8,3 +8,4 @@ pub mod plan;
 mod prefetch;
 pub mod reference;
 pub mod simd;
+mod tile;

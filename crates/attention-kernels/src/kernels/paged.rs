@@ -2,6 +2,8 @@
 //! of each item with all query vectors of its GQA group(s), online softmax in f32, then a merge of
 //! key partitions into the packed output.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::element::KvElement;
@@ -10,6 +12,8 @@ use crate::kernels::inputs::{AttnInputs, visible_keys};
 use crate::kernels::plan::{Plan, PlanConfig, WorkItem, plan};
 use crate::kernels::prefetch::prefetch_slice;
 use crate::kernels::simd::{Simd, SimdLevel, SimdTask, exp_non_positive, run_at, scale};
+use crate::kernels::tile::{LANES, dots, gemm};
+use crate::metadata::SeqAttn;
 
 /// Configuration of the fast CPU kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +64,7 @@ pub fn paged_attention_with<T: KvElement>(
         .par_iter()
         .map(|item| run_at(config.simd, ItemTask { inputs, item }))
         .collect();
-    merge_into(inputs, &plan, &partials, out);
+    merge_into(inputs, &plan, &partials, out, config.simd);
     Ok(())
 }
 
@@ -88,140 +92,383 @@ impl<T: KvElement> SimdTask for ItemTask<'_, '_, T> {
     }
 }
 
+/// Keys gathered (widened to f32) and processed together, across block boundaries.
+const KEY_CHUNK: usize = 32;
+
+/// Runs one work item: single-row items (decode) with the multi-head dot product, query tiles
+/// (prefill) as small GEMMs with the query vectors in vector lanes.
 #[inline(always)]
 fn run_item<T: KvElement, S: Simd>(inputs: &AttnInputs<'_, T>, item: &WorkItem) -> Partial {
-    let geom = inputs.geometry;
-    let (d, bs, group) = (geom.head_size, geom.block_size, inputs.group_size());
-    let seq = &inputs.meta.seqs()[item.seq];
-    let params = inputs.params;
-    let heads = item.kv_heads.start * group..item.kv_heads.end * group;
-    let per_row = heads.len();
-    let rows = item.q_rows.len();
-    let nq = rows * per_row;
+    let view = ItemView::new(inputs, item);
+    if item.q_rows.len() == 1 {
+        decode_item::<T, S>(&view)
+    } else {
+        tile_item::<T, S>(&view)
+    }
+}
 
-    // Query vectors, pre-multiplied by the scale, ordered (row, head).
-    let mut queries = vec![0.0f32; nq * d];
-    for (r, dst) in item
-        .q_rows
-        .clone()
-        .zip(queries.chunks_exact_mut(per_row * d))
-    {
-        let row = (seq.query_start + r) * inputs.row_len();
-        let src = &inputs.query[row + heads.start * d..row + heads.end * d];
-        for (q, s) in dst.iter_mut().zip(src) {
-            *q = s * params.scale;
+/// What both item kernels need to know about one work item.
+struct ItemView<'a, 'b, T> {
+    inputs: &'a AttnInputs<'b, T>,
+    item: &'a WorkItem,
+    seq: &'a SeqAttn,
+    /// Query heads per kv head.
+    group: usize,
+    /// Query vectors per query row: `kv_heads.len() × group`.
+    per_row: usize,
+    /// Visible key positions of each query row.
+    visible: Vec<Range<usize>>,
+    /// Keys any row of the item reads.
+    keys: Range<usize>,
+}
+
+impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
+    fn new(inputs: &'a AttnInputs<'b, T>, item: &'a WorkItem) -> Self {
+        let seq = &inputs.meta.seqs()[item.seq];
+        let group = inputs.group_size();
+        let visible: Vec<_> = item
+            .q_rows
+            .clone()
+            .map(|r| visible_keys(seq.first_query_position() + r, inputs.params.sliding_window))
+            .collect();
+        let start = visible.iter().map(|v| v.start).min().unwrap_or(0);
+        let end = visible.iter().map(|v| v.end).max().unwrap_or(0);
+        Self {
+            inputs,
+            item,
+            seq,
+            group,
+            per_row: item.kv_heads.len() * group,
+            visible,
+            keys: start.max(item.keys.start)..end.min(item.keys.end),
         }
     }
-    let position = |r: usize| seq.first_query_position() + r;
-    let visible: Vec<_> = item
-        .q_rows
-        .clone()
-        .map(|r| visible_keys(position(r), params.sliding_window))
-        .collect();
-    let first_key = visible
-        .iter()
-        .map(|v| v.start)
-        .min()
-        .unwrap_or(0)
-        .max(item.keys.start);
-    let end_key = visible
-        .iter()
-        .map(|v| v.end)
-        .max()
-        .unwrap_or(0)
-        .min(item.keys.end);
 
-    let mut max = vec![f32::NEG_INFINITY; nq];
-    let mut sum = vec![0.0f32; nq];
-    let mut acc = vec![0.0f32; nq * d];
-    let mut scores = vec![0.0f32; nq * bs];
-    let mut scratch = vec![0.0f32; d];
-    let (key_plane, value_plane) = (inputs.planes.key(), inputs.planes.value());
-    let head_span = |slot: usize| {
-        geom.row_offset(slot, item.kv_heads.start)..geom.row_offset(slot, item.kv_heads.end - 1) + d
+    /// Position of query row `r` of the item.
+    fn position(&self, r: usize) -> usize {
+        self.seq.first_query_position() + self.item.q_rows.start + r
+    }
+
+    /// Query vector of row `r` and (global) query head `head`.
+    fn query(&self, r: usize, head: usize) -> &'b [f32] {
+        let d = self.inputs.geometry.head_size;
+        let row = (self.seq.query_start + self.item.q_rows.start + r) * self.inputs.row_len();
+        &self.inputs.query[row + head * d..row + (head + 1) * d]
+    }
+
+    /// Slots of key positions `keys` into `slots` (cleared first).
+    fn slots(&self, keys: Range<usize>, slots: &mut Vec<usize>) {
+        let bs = self.inputs.geometry.block_size;
+        slots.clear();
+        slots.extend(keys.map(|p| self.seq.block_table[p / bs] as usize * bs + p % bs));
+    }
+
+    /// Prefetches the K and V rows of every kv head of the item at `slots`.
+    fn prefetch(&self, slots: &[usize]) {
+        let geom = &self.inputs.geometry;
+        let (first, last) = (self.item.kv_heads.start, self.item.kv_heads.end - 1);
+        for &slot in slots {
+            let span = geom.row_offset(slot, first)..geom.row_offset(slot, last) + geom.head_size;
+            prefetch_slice(&self.inputs.planes.key()[span.clone()]);
+            prefetch_slice(&self.inputs.planes.value()[span]);
+        }
+    }
+
+    /// Widens the K and V rows of `kv_head` at `slots` into rows of `stride` floats of `k` and
+    /// `v` (elements past the head size are left as they are).
+    #[inline(always)]
+    fn gather(
+        &self,
+        slots: &[usize],
+        kv_head: usize,
+        (k, v): (&mut [f32], &mut [f32]),
+        stride: usize,
+    ) {
+        let geom = &self.inputs.geometry;
+        let d = geom.head_size;
+        let (key_plane, value_plane) = (self.inputs.planes.key(), self.inputs.planes.value());
+        for ((&slot, k), v) in slots
+            .iter()
+            .zip(k.chunks_exact_mut(stride))
+            .zip(v.chunks_exact_mut(stride))
+        {
+            let offset = geom.row_offset(slot, kv_head);
+            for (x, s) in k[..d].iter_mut().zip(&key_plane[offset..offset + d]) {
+                *x = s.to_f32();
+            }
+            for (x, s) in v[..d].iter_mut().zip(&value_plane[offset..offset + d]) {
+                *x = s.to_f32();
+            }
+        }
+    }
+
+    /// The item's keys in chunks of at most [`KEY_CHUNK`] positions.
+    fn chunks(&self) -> impl Iterator<Item = Range<usize>> + use<T> {
+        let keys = self.keys.clone();
+        (keys.start..keys.end)
+            .step_by(KEY_CHUNK)
+            .map(move |s| s..(s + KEY_CHUNK).min(keys.end))
+    }
+}
+
+/// Online-softmax update of `probs` (scores on entry, `exp(score − new max)` on exit; −∞ scores
+/// give 0) for one query vector with running `max` and `sum`; returns the factor its
+/// accumulator must be scaled by.
+#[inline(always)]
+fn softmax_update<S: Simd>(probs: &mut [f32], max: &mut f32, sum: &mut f32) -> f32 {
+    let new_max = probs.iter().fold(*max, |a, b| a.max(*b));
+    let base = if new_max == f32::NEG_INFINITY {
+        0.0
+    } else {
+        new_max
     };
-
-    let mut block_start = first_key;
-    while block_start < end_key {
-        let logical = block_start / bs;
-        let block_end = ((logical + 1) * bs).min(end_key);
-        let n = block_end - block_start;
-        let base_slot = seq.block_table[logical] as usize * bs + block_start % bs;
-        if block_end < end_key {
-            let next = seq.block_table[logical + 1] as usize * bs;
-            let next_n = bs.min(end_key - block_end);
-            for slot in next..next + next_n {
-                prefetch_slice(&key_plane[head_span(slot)]);
-                prefetch_slice(&value_plane[head_span(slot)]);
-            }
-        }
-        for kv_head in item.kv_heads.clone() {
-            let local = (kv_head - item.kv_heads.start) * group
-                ..(kv_head - item.kv_heads.start + 1) * group;
-            // Scores of every query vector of this kv head against the block's keys.
-            for t in 0..n {
-                let offset = geom.row_offset(base_slot + t, kv_head);
-                let key = T::row_f32(&key_plane[offset..offset + d], &mut scratch);
-                for r in 0..rows {
-                    for qi in local.clone().map(|h| r * per_row + h) {
-                        scores[qi * bs + t] = S::dot(&queries[qi * d..(qi + 1) * d], key);
-                    }
-                }
-            }
-            // Mask, ALiBi and the online-softmax update; scores become probabilities.
-            for (r, vis) in visible.iter().enumerate() {
-                let lo = vis.start.clamp(block_start, block_end) - block_start;
-                let hi = vis.end.clamp(block_start, block_end) - block_start;
-                for h in local.clone() {
-                    let qi = r * per_row + h;
-                    let probs = &mut scores[qi * bs..qi * bs + n];
-                    if lo >= hi {
-                        probs.fill(0.0);
-                        continue;
-                    }
-                    if let Some(slopes) = &params.alibi_slopes {
-                        let slope = slopes[heads.start + h];
-                        let pos = position(item.q_rows.start + r) as f32;
-                        for (t, s) in probs.iter_mut().enumerate().take(hi).skip(lo) {
-                            *s += slope * ((block_start + t) as f32 - pos);
-                        }
-                    }
-                    let block_max = probs[lo..hi]
-                        .iter()
-                        .fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-                    let new_max = max[qi].max(block_max);
-                    for s in &mut probs[lo..hi] {
-                        *s -= new_max;
-                    }
-                    exp_non_positive::<S>(&mut probs[lo..hi]);
-                    probs[..lo].fill(0.0);
-                    probs[hi..].fill(0.0);
-                    let mut correction = [max[qi] - new_max];
-                    exp_non_positive::<S>(&mut correction);
-                    if correction[0] != 1.0 {
-                        scale(&mut acc[qi * d..(qi + 1) * d], correction[0]);
-                    }
-                    sum[qi] = sum[qi] * correction[0] + probs[lo..hi].iter().sum::<f32>();
-                    max[qi] = new_max;
-                }
-            }
-            // Accumulate probability-weighted values.
-            for t in 0..n {
-                let offset = geom.row_offset(base_slot + t, kv_head);
-                let value = T::row_f32(&value_plane[offset..offset + d], &mut scratch);
-                for r in 0..rows {
-                    for qi in local.clone().map(|h| r * per_row + h) {
-                        let p = scores[qi * bs + t];
-                        if p != 0.0 {
-                            S::axpy(&mut acc[qi * d..(qi + 1) * d], p, value);
-                        }
-                    }
-                }
-            }
-        }
-        block_start = block_end;
+    for s in probs.iter_mut() {
+        *s -= base;
     }
+    exp_non_positive::<S>(probs);
+    let mut correction = [*max - base];
+    exp_non_positive::<S>(&mut correction);
+    *sum = *sum * correction[0] + probs.iter().sum::<f32>();
+    *max = new_max;
+    correction[0]
+}
+
+/// [`softmax_update`] for every lane of an `n × lanes` score tile at once (lane `l` of each row
+/// is one query vector), written as loops over whole rows so that they vectorise.
+/// `correction` receives each lane's accumulator factor; `base` is scratch.
+#[inline(always)]
+fn softmax_lanes<S: Simd>(
+    tile: &mut [f32],
+    max: &mut [f32],
+    sum: &mut [f32],
+    (correction, base): (&mut [f32], &mut [f32]),
+) {
+    let lanes = max.len();
+    base.copy_from_slice(max);
+    for row in tile.chunks_exact(lanes) {
+        for (b, x) in base.iter_mut().zip(row) {
+            *b = b.max(*x);
+        }
+    }
+    for ((m, b), c) in max
+        .iter_mut()
+        .zip(base.iter_mut())
+        .zip(correction.iter_mut())
+    {
+        let new_max = *b;
+        *b = if new_max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            new_max
+        };
+        *c = *m - *b;
+        *m = new_max;
+    }
+    exp_non_positive::<S>(correction);
+    for row in tile.chunks_exact_mut(lanes) {
+        for (x, b) in row.iter_mut().zip(base.iter()) {
+            *x -= b;
+        }
+    }
+    exp_non_positive::<S>(tile);
+    for (s, c) in sum.iter_mut().zip(correction.iter()) {
+        *s *= c;
+    }
+    for row in tile.chunks_exact(lanes) {
+        for (s, x) in sum.iter_mut().zip(row) {
+            *s += x;
+        }
+    }
+}
+
+/// A single query row against its keys: every query head of a kv head is scored against each
+/// widened key row in registers ([`dots`]), and P·V runs as a GEMM whose lanes are head
+/// dimensions, so each value vector is loaded once per 4 heads.
+#[inline(always)]
+fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
+    let inputs = view.inputs;
+    let (d, group, per_row) = (inputs.geometry.head_size, view.group, view.per_row);
+    let kv_heads = view.item.kv_heads.clone();
+    let first_head = kv_heads.start * group;
+    let stride = d.next_multiple_of(LANES);
+    // Scaled queries and output accumulators, rows of `stride` zero-padded floats, by head.
+    let mut queries = vec![0.0f32; per_row * stride];
+    for (h, dst) in queries.chunks_exact_mut(stride).enumerate() {
+        for (q, s) in dst.iter_mut().zip(view.query(0, first_head + h)) {
+            *q = s * inputs.params.scale;
+        }
+    }
+    let mut acc = vec![0.0f32; per_row * stride];
+    let mut max = vec![f32::NEG_INFINITY; per_row];
+    let mut sum = vec![0.0f32; per_row];
+    let mut keys = vec![0.0f32; KEY_CHUNK * stride];
+    let mut values = vec![0.0f32; KEY_CHUNK * stride];
+    let mut scores = vec![0.0f32; group * KEY_CHUNK];
+    let (mut slots, mut next_slots) = (Vec::new(), Vec::new());
+    let pos = view.position(0);
+    let chunks: Vec<_> = view.chunks().collect();
+    if let Some(first) = chunks.first() {
+        view.slots(first.clone(), &mut next_slots);
+    }
+    for (c, chunk) in chunks.iter().enumerate() {
+        std::mem::swap(&mut slots, &mut next_slots);
+        if let Some(next) = chunks.get(c + 1) {
+            view.slots(next.clone(), &mut next_slots);
+            view.prefetch(&next_slots);
+        }
+        let n = chunk.len();
+        for (kl, kv_head) in kv_heads.clone().enumerate() {
+            view.gather(&slots, kv_head, (&mut keys, &mut values), stride);
+            let heads = kl * group..(kl + 1) * group;
+            let q = &queries[heads.start * stride..heads.end * stride];
+            dots::<S>(q, &keys, (group, n, stride), &mut scores, KEY_CHUNK);
+            for h in heads.clone() {
+                let probs = &mut scores[(h - heads.start) * KEY_CHUNK..][..n];
+                if let Some(slopes) = &inputs.params.alibi_slopes {
+                    let slope = slopes[first_head + h];
+                    for (t, s) in probs.iter_mut().enumerate() {
+                        *s += slope * ((chunk.start + t) as f32 - pos as f32);
+                    }
+                }
+                let correction = softmax_update::<S>(probs, &mut max[h], &mut sum[h]);
+                if correction != 1.0 {
+                    scale(&mut acc[h * stride..(h + 1) * stride], correction);
+                }
+            }
+            let out = &mut acc[heads.start * stride..heads.end * stride];
+            gemm::<S>(
+                &scores,
+                (KEY_CHUNK, 1),
+                &values,
+                out,
+                (group, n, stride),
+                true,
+            );
+        }
+    }
+    let acc = if stride == d {
+        acc
+    } else {
+        acc.chunks_exact(stride)
+            .flat_map(|row| &row[..d])
+            .copied()
+            .collect()
+    };
     Partial { max, sum, acc }
+}
+
+/// A tile of query rows against its keys, as small GEMMs: the tile's query vectors of one kv
+/// head sit in vector lanes (`Qᵀ`, `head_size × lanes`), so the score tile `Sᵀ = K·Qᵀ` and the
+/// update `Oᵀ += Vᵀ·Pᵀ` are register-blocked broadcast-FMAs with no horizontal sums, and the
+/// online softmax is lane-wise.
+#[inline(always)]
+fn tile_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
+    let inputs = view.inputs;
+    let (d, group, per_row) = (inputs.geometry.head_size, view.group, view.per_row);
+    let kv_heads = view.item.kv_heads.clone();
+    let rows = view.item.q_rows.len();
+    // Lane `r · group + h` holds query row `r`, head `h` of the kv head; the rest is padding.
+    let used = rows * group;
+    let lanes = used.next_multiple_of(LANES);
+    let head_len = d * lanes;
+    let mut qt = vec![0.0f32; kv_heads.len() * head_len];
+    for (kl, kv_head) in kv_heads.clone().enumerate() {
+        let qt = &mut qt[kl * head_len..(kl + 1) * head_len];
+        for lane in 0..used {
+            let q = view.query(lane / group, kv_head * group + lane % group);
+            for (k, x) in q.iter().enumerate() {
+                qt[k * lanes + lane] = x * inputs.params.scale;
+            }
+        }
+    }
+    let lane_keys: Vec<Range<usize>> = (0..lanes)
+        .map(|lane| {
+            if lane < used {
+                view.visible[lane / group].clone()
+            } else {
+                0..0
+            }
+        })
+        .collect();
+    let mut ot = vec![0.0f32; kv_heads.len() * head_len];
+    let mut max = vec![f32::NEG_INFINITY; kv_heads.len() * lanes];
+    let mut sum = vec![0.0f32; kv_heads.len() * lanes];
+    let mut keys = vec![0.0f32; KEY_CHUNK * d];
+    let mut values = vec![0.0f32; KEY_CHUNK * d];
+    let mut st = vec![0.0f32; KEY_CHUNK * lanes];
+    let mut base = vec![0.0f32; lanes];
+    let mut correction = vec![0.0f32; lanes];
+    let (mut slots, mut next_slots) = (Vec::new(), Vec::new());
+    let chunks: Vec<_> = view.chunks().collect();
+    if let Some(first) = chunks.first() {
+        view.slots(first.clone(), &mut next_slots);
+    }
+    for (c, chunk) in chunks.iter().enumerate() {
+        std::mem::swap(&mut slots, &mut next_slots);
+        if let Some(next) = chunks.get(c + 1) {
+            view.slots(next.clone(), &mut next_slots);
+            view.prefetch(&next_slots);
+        }
+        let n = chunk.len();
+        let masked = lane_keys
+            .iter()
+            .any(|v| v.start > chunk.start || v.end < chunk.end);
+        for (kl, kv_head) in kv_heads.clone().enumerate() {
+            view.gather(&slots, kv_head, (&mut keys, &mut values), d);
+            let qt = &qt[kl * head_len..(kl + 1) * head_len];
+            gemm::<S>(&keys, (d, 1), qt, &mut st, (n, d, lanes), false);
+            if let Some(slopes) = &inputs.params.alibi_slopes {
+                for (lane, vis) in lane_keys.iter().enumerate().take(used) {
+                    let slope = slopes[kv_head * group + lane % group];
+                    let pos = view.position(lane / group) as f32;
+                    for t in vis.start.max(chunk.start)..vis.end.min(chunk.end) {
+                        st[(t - chunk.start) * lanes + lane] += slope * (t as f32 - pos);
+                    }
+                }
+            }
+            if masked {
+                for (lane, vis) in lane_keys.iter().enumerate() {
+                    for t in chunk.clone().filter(|t| !vis.contains(t)) {
+                        st[(t - chunk.start) * lanes + lane] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            softmax_lanes::<S>(
+                &mut st[..n * lanes],
+                &mut max[kl * lanes..(kl + 1) * lanes],
+                &mut sum[kl * lanes..(kl + 1) * lanes],
+                (&mut correction, &mut base),
+            );
+            let ot = &mut ot[kl * head_len..(kl + 1) * head_len];
+            if correction.iter().any(|c| *c != 1.0) {
+                for row in ot.chunks_exact_mut(lanes) {
+                    for (x, c) in row.iter_mut().zip(&correction) {
+                        *x *= c;
+                    }
+                }
+            }
+            gemm::<S>(&values, (1, d), &st, ot, (d, n, lanes), true);
+        }
+    }
+    // Back to (row, head) order: query vector `r · per_row + kl · group + h` is lane
+    // `r · group + h` of kv head `kl`.
+    let nq = rows * per_row;
+    let mut out = Partial {
+        max: vec![f32::NEG_INFINITY; nq],
+        sum: vec![0.0; nq],
+        acc: vec![0.0; nq * d],
+    };
+    for kl in 0..kv_heads.len() {
+        for lane in 0..used {
+            let qi = (lane / group) * per_row + kl * group + lane % group;
+            out.max[qi] = max[kl * lanes + lane];
+            out.sum[qi] = sum[kl * lanes + lane];
+            for k in 0..d {
+                out.acc[qi * d + k] = ot[kl * head_len + k * lanes + lane];
+            }
+        }
+    }
+    out
 }
 
 /// Combines the partial states of every output group into normalised output rows; rows owned by
@@ -231,9 +478,8 @@ fn merge_into<T: KvElement>(
     plan: &Plan,
     partials: &[Partial],
     out: &mut [f32],
+    simd: SimdLevel,
 ) {
-    let d = inputs.geometry.head_size;
-    let group = inputs.group_size();
     let row_len = inputs.row_len();
     let mut owner = vec![None; inputs.meta.num_tokens()];
     for (s, seq) in inputs.meta.seqs().iter().enumerate() {
@@ -243,39 +489,63 @@ fn merge_into<T: KvElement>(
     }
     out.par_chunks_mut(row_len)
         .zip(owner)
-        .for_each(|(dst, owner)| {
-            let Some((s, r)) = owner else {
-                dst.fill(0.0);
-                return;
-            };
-            for g in plan.groups[plan.groups_of_seq[s].clone()]
-                .iter()
-                .filter(|g| g.q_rows.contains(&r))
-            {
-                let per_row = g.kv_heads.len() * group;
-                let first_head = g.kv_heads.start * group;
-                for h in 0..per_row {
-                    let qi = (r - g.q_rows.start) * per_row + h;
-                    let parts = &partials[g.items.clone()];
-                    let global_max = parts
-                        .iter()
-                        .map(|p| p.max[qi])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let o = &mut dst[(first_head + h) * d..(first_head + h + 1) * d];
-                    o.fill(0.0);
-                    let mut total = 0.0f32;
-                    for p in parts.iter().filter(|p| p.max[qi] > f32::NEG_INFINITY) {
-                        let w = (p.max[qi] - global_max).exp();
-                        total += w * p.sum[qi];
-                        for (x, a) in o.iter_mut().zip(&p.acc[qi * d..(qi + 1) * d]) {
-                            *x += w * a;
-                        }
-                    }
-                    let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
-                    for x in o.iter_mut() {
-                        *x *= inv;
-                    }
-                }
-            }
+        .for_each(|(dst, owner)| match owner {
+            Some((seq, row)) => run_at(
+                simd,
+                MergeRow {
+                    inputs,
+                    plan,
+                    partials,
+                    seq,
+                    row,
+                    dst,
+                },
+            ),
+            None => dst.fill(0.0),
         });
+}
+
+/// Merges the partial states of one output row (`row` of sequence `seq`) into `dst`.
+struct MergeRow<'a, 'b, T> {
+    inputs: &'a AttnInputs<'b, T>,
+    plan: &'a Plan,
+    partials: &'a [Partial],
+    seq: usize,
+    row: usize,
+    dst: &'a mut [f32],
+}
+
+impl<T: KvElement> SimdTask for MergeRow<'_, '_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        let d = self.inputs.geometry.head_size;
+        let group = self.inputs.group_size();
+        let (plan, r) = (self.plan, self.row);
+        for g in plan.groups[plan.groups_of_seq[self.seq].clone()]
+            .iter()
+            .filter(|g| g.q_rows.contains(&r))
+        {
+            let per_row = g.kv_heads.len() * group;
+            let first_head = g.kv_heads.start * group;
+            for h in 0..per_row {
+                let qi = (r - g.q_rows.start) * per_row + h;
+                let parts = &self.partials[g.items.clone()];
+                let global_max = parts
+                    .iter()
+                    .map(|p| p.max[qi])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let o = &mut self.dst[(first_head + h) * d..(first_head + h + 1) * d];
+                o.fill(0.0);
+                let mut total = 0.0f32;
+                for p in parts.iter().filter(|p| p.max[qi] > f32::NEG_INFINITY) {
+                    let w = (p.max[qi] - global_max).exp();
+                    total += w * p.sum[qi];
+                    S::axpy(o, w, &p.acc[qi * d..(qi + 1) * d]);
+                }
+                scale(o, if total > 0.0 { 1.0 / total } else { 0.0 });
+            }
+        }
+    }
 }

@@ -10,9 +10,38 @@ const LANES: usize = 16;
 
 /// The vector primitives of one instruction-set level. The provided methods are portable Rust
 /// over 16-lane chunks; the x86 levels override them with explicit intrinsics.
+///
+/// [`Simd::V`] is a vector of 16 f32 lanes (one AVX-512 register, two AVX2 registers or a plain
+/// array); the register-blocked micro-kernels in `kernels::tile` are written once over it.
 pub(crate) trait Simd {
+    /// Sixteen f32 lanes.
+    type V: Copy;
+    /// Whether the level has 32 vector registers, room for 4 × 2 accumulators of [`Simd::V`].
+    const WIDE: bool;
+
     /// `a × b + c` (fused where the level has FMA).
     fn madd(a: f32, b: f32, c: f32) -> f32;
+
+    /// Every lane set to `x`.
+    fn splat(x: f32) -> Self::V;
+
+    /// Loads 16 lanes from `src`.
+    ///
+    /// # Safety
+    /// `src..src + 16` must be readable.
+    unsafe fn load(src: *const f32) -> Self::V;
+
+    /// Stores 16 lanes to `dst`.
+    ///
+    /// # Safety
+    /// `dst..dst + 16` must be writable.
+    unsafe fn store(dst: *mut f32, v: Self::V);
+
+    /// Lane-wise `a × b + c`.
+    fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// Sum of the 16 lanes.
+    fn reduce_add(v: Self::V) -> f32;
 
     /// `Σ a[i]·b[i]` over the common length.
     #[inline(always)]
@@ -30,9 +59,34 @@ pub(crate) trait Simd {
 /// Plain Rust, separate multiply and add (no FMA assumed).
 pub(crate) struct Portable;
 impl Simd for Portable {
+    type V = [f32; LANES];
+    const WIDE: bool = false;
+
     #[inline(always)]
     fn madd(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self::V {
+        [x; LANES]
+    }
+    #[inline(always)]
+    unsafe fn load(src: *const f32) -> Self::V {
+        // SAFETY: the caller guarantees 16 readable lanes; `read_unaligned` needs no alignment.
+        unsafe { src.cast::<Self::V>().read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(dst: *mut f32, v: Self::V) {
+        // SAFETY: the caller guarantees 16 writable lanes.
+        unsafe { dst.cast::<Self::V>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    fn reduce_add(v: Self::V) -> f32 {
+        sum_lanes(v)
     }
 }
 

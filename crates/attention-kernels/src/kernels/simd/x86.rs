@@ -23,10 +23,36 @@ pub(super) unsafe fn run_avx2<K: SimdTask>(task: K) -> K::Output {
     task.run::<Avx2>()
 }
 
+// SAFETY (every intrinsic in the two impls below): `Avx512` is only used inside `run_avx512` and
+// `Avx2` inside `run_avx2`, which run on CPUs with the features the intrinsics need; pointer
+// validity is the caller's contract of `load` and `store`.
 impl Simd for Avx512 {
+    type V = __m512;
+    const WIDE: bool = true;
+
     #[inline(always)]
     fn madd(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> __m512 {
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(src: *const f32) -> __m512 {
+        unsafe { _mm512_loadu_ps(src) }
+    }
+    #[inline(always)]
+    unsafe fn store(dst: *mut f32, v: __m512) {
+        unsafe { _mm512_storeu_ps(dst, v) }
+    }
+    #[inline(always)]
+    fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn reduce_add(v: __m512) -> f32 {
+        unsafe { _mm512_reduce_add_ps(v) }
     }
     #[inline(always)]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -41,9 +67,46 @@ impl Simd for Avx512 {
 }
 
 impl Simd for Avx2 {
+    type V = [__m256; 2];
+    const WIDE: bool = false;
+
     #[inline(always)]
     fn madd(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> [__m256; 2] {
+        let v = unsafe { _mm256_set1_ps(x) };
+        [v, v]
+    }
+    #[inline(always)]
+    unsafe fn load(src: *const f32) -> [__m256; 2] {
+        unsafe { [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))] }
+    }
+    #[inline(always)]
+    unsafe fn store(dst: *mut f32, v: [__m256; 2]) {
+        unsafe {
+            _mm256_storeu_ps(dst, v[0]);
+            _mm256_storeu_ps(dst.add(8), v[1]);
+        }
+    }
+    #[inline(always)]
+    fn fmadd(a: [__m256; 2], b: [__m256; 2], c: [__m256; 2]) -> [__m256; 2] {
+        unsafe {
+            [
+                _mm256_fmadd_ps(a[0], b[0], c[0]),
+                _mm256_fmadd_ps(a[1], b[1], c[1]),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn reduce_add(v: [__m256; 2]) -> f32 {
+        unsafe {
+            let sum = _mm256_add_ps(v[0], v[1]);
+            let quad = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps::<1>(sum));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<0b01>(pair, pair)))
+        }
     }
     #[inline(always)]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
