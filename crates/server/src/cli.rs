@@ -18,6 +18,10 @@ pub struct Args {
     /// built-in demo model (random weights, output is not meaningful text) is served.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Size of the built-in random model served without `--model`: `tiny` (the demo) or `95m`
+    /// (a Llama of hidden 768, 12 layers, 12 heads, intermediate 2048, for benchmarks).
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub demo_size: DemoSizeArg,
     /// Name clients use in the `model` field; defaults to the directory's name.
     #[arg(long)]
     pub served_model_name: Option<String>,
@@ -89,6 +93,16 @@ pub enum DtypeArg {
     Float16,
     /// bfloat16.
     Bfloat16,
+}
+
+/// `--demo-size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoSizeArg {
+    /// The tiny demo model (2 layers, hidden 64).
+    Tiny,
+    /// A ~95 M-parameter random Llama.
+    #[value(name = "95m")]
+    Llama95m,
 }
 
 /// `--preemption-mode`.

@@ -11,16 +11,19 @@ use std::time::Duration;
 use attention_kernels::{Cpu, KvCachePools, KvCacheSpec, KvDtype};
 use candle_core::{DType, Device};
 use kv_block::{BlockManagerConfig, PagedBlockManager, PrefixCaching};
-use models::{CausalLm, DEMO_MODEL_NAME, LoadOptions, ModelTokenizer};
+use models::{CausalLm, LlamaShape, LoadOptions, ModelTokenizer};
 use sampling::ModelContext;
 use scheduler::{Fcfs, Policy, PreemptionMode, Priority, Scheduler, SchedulerConfig};
 
 use crate::api::{AppState, unix_now};
 use crate::chat::ChatTemplate;
-use crate::cli::{Args, DtypeArg, PreemptionModeArg, SchedulingPolicyArg};
+use crate::cli::{Args, DemoSizeArg, DtypeArg, PreemptionModeArg, SchedulingPolicyArg};
 use crate::engine::core::{Engine, EngineParts};
 use crate::engine::{EngineHandle, EngineStatus};
 use crate::metrics::Metrics;
+
+/// Name of the built-in 95 M-parameter benchmark model.
+const BENCH_MODEL_NAME: &str = "vellum-demo-95m (random weights, output is not meaningful)";
 
 /// A started engine and the HTTP state that talks to it.
 pub struct Started {
@@ -45,7 +48,7 @@ pub fn start(args: &Args) -> Result<Started, String> {
         DtypeArg::Float16 => DType::F16,
         DtypeArg::Bfloat16 => DType::BF16,
     };
-    let (model, tokenizer, root) = load(args.model.as_deref(), dtype)?;
+    let (model, tokenizer, root) = load(args.model.as_deref(), args.demo_size, dtype)?;
     let spec = model.spec().clone();
     let served_model_name = args
         .served_model_name
@@ -191,13 +194,25 @@ pub fn start(args: &Args) -> Result<Started, String> {
 /// The model, its tokenizer and where they came from.
 fn load(
     dir: Option<&Path>,
+    demo_size: DemoSizeArg,
     dtype: DType,
 ) -> Result<(Arc<dyn CausalLm>, ModelTokenizer, String), String> {
     let Some(dir) = dir else {
-        tracing::warn!("no --model given: serving the built-in {DEMO_MODEL_NAME}");
-        let model = models::demo_model(dtype, &Device::Cpu).map_err(|error| error.to_string())?;
+        let model = match demo_size {
+            DemoSizeArg::Tiny => models::demo_model(dtype, &Device::Cpu),
+            DemoSizeArg::Llama95m => models::random_llama(
+                &LlamaShape::bench_95m(),
+                models::DEMO_SEED,
+                dtype,
+                &Device::Cpu,
+                BENCH_MODEL_NAME,
+            ),
+        }
+        .map_err(|error| error.to_string())?;
+        let name = model.spec().name.clone();
+        tracing::warn!("no --model given: serving the built-in {name}");
         let tokenizer = models::demo_tokenizer().map_err(|error| error.to_string())?;
-        return Ok((Arc::new(model), tokenizer, DEMO_MODEL_NAME.to_string()));
+        return Ok((Arc::new(model), tokenizer, name));
     };
     let spinner = indicatif::ProgressBar::new_spinner()
         .with_message(format!("loading weights from {}", dir.display()));
