@@ -256,6 +256,11 @@ async fn bad_requests_get_the_right_status_and_a_message() {
             "maximum context length",
         ),
         (json!({"prompt": "x"}), 400, "model"),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "prompt_logprobs": 1}),
+            400,
+            "prompt_logprobs",
+        ),
     ];
     for (body, want_status, needle) in cases {
         let (status, response) = server.post("/v1/completions", &body).await;

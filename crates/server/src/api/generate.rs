@@ -66,6 +66,12 @@ impl AppState {
         for warning in warnings {
             tracing::warn!("request parameters adjusted: {warning}");
         }
+        if params.prompt_logprobs().is_some() {
+            return Err(ApiError::BadRequest {
+                message: "prompt_logprobs is not supported by this server yet; omit it.".into(),
+                param: Some("prompt_logprobs".into()),
+            });
+        }
         for prompt in &prompts {
             self.check_prompt(prompt, params.max_tokens())?;
         }
