@@ -160,15 +160,28 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Their sum.
     pub total_tokens: usize,
+    /// Prompt tokens served from the prefix cache, when any were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// OpenAI's breakdown of the prompt tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
 }
 
 impl Usage {
-    /// Usage for `prompt_tokens` prompt and `completion_tokens` generated tokens.
-    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+    /// Usage for `prompt_tokens` prompt tokens (of which `cached_tokens` came from the prefix
+    /// cache) and `completion_tokens` generated tokens.
+    pub fn new(prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize) -> Self {
         Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: (cached_tokens > 0)
+                .then_some(PromptTokensDetails { cached_tokens }),
         }
     }
 }
@@ -383,7 +396,7 @@ mod tests {
                 finish_reason: Some(FinishReason::Stop),
                 stop_reason: Some(StopReason::Token(5)),
             }],
-            usage: Some(Usage::new(3, 1)),
+            usage: Some(Usage::new(3, 1, 0)),
         };
         let json = serde_json::to_string(&response).unwrap();
         assert_eq!(

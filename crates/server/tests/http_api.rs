@@ -343,3 +343,32 @@ async fn api_key_is_required_on_v1_only() {
         .unwrap();
     assert!(version["version"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_prompt_is_served_from_the_prefix_cache() {
+    let server = TestServer::start(&[]).await;
+    let prompt: Vec<u32> = (0..40).map(|i| 2 + i * 5).collect();
+    let body = json!({"model": "vellum-demo", "prompt": prompt, "max_tokens": 3,
+                      "temperature": 0, "ignore_eos": true});
+    let (_, first) = server.post("/v1/completions", &body).await;
+    assert!(
+        first["usage"].get("prompt_tokens_details").is_none(),
+        "{first}"
+    );
+    let (_, second) = server.post("/v1/completions", &body).await;
+    // Two full 16-token blocks are reused; the rest of the prompt is recomputed.
+    assert_eq!(
+        second["usage"]["prompt_tokens_details"]["cached_tokens"], 32,
+        "{second}"
+    );
+    assert_eq!(
+        text(&first),
+        text(&second),
+        "cached KV gives the same tokens"
+    );
+    assert_eq!(
+        server.metric("vellum:prefix_cache_queries_total").await,
+        80.0
+    );
+    assert_eq!(server.metric("vellum:prefix_cache_hits_total").await, 32.0);
+}

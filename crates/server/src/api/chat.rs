@@ -74,7 +74,11 @@ pub async fn chat_completions(
             created,
             model,
             choices,
-            usage: Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
+            usage: Some(Usage::new(
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+            )),
         };
         return Ok(Json(response).into_response());
     }
@@ -117,7 +121,11 @@ pub async fn chat_completions(
         StreamItem::Done(usage) if include_usage => {
             vec![chunk(
                 Vec::new(),
-                Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
+                Some(Usage::new(
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens,
+                )),
             )]
         }
         StreamItem::Done(_) => Vec::new(),

@@ -44,7 +44,11 @@ pub async fn completions(
             .enumerate()
             .map(|(index, choice)| whole_choice(&state, index, &echoes[index / n], choice))
             .collect();
-        let usage = Usage::new(usage.prompt_tokens, usage.completion_tokens);
+        let usage = Usage::new(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        );
         let response = CompletionResponse {
             id,
             object: "text_completion",
@@ -91,7 +95,11 @@ pub async fn completions(
         StreamItem::Done(usage) if include_usage => {
             vec![chunk(
                 Vec::new(),
-                Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
+                Some(Usage::new(
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens,
+                )),
             )]
         }
         StreamItem::Done(_) => Vec::new(),

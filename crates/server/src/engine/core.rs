@@ -246,6 +246,7 @@ impl Engine {
             .prompt_tokens
             .inc_by(packed.num_prefill_tokens as u64);
         self.log.prompt_tokens += packed.num_prefill_tokens;
+        self.record_prefix_hits(&output);
         let row_of: HashMap<SeqId, usize> = packed
             .logit_seqs
             .iter()
@@ -259,6 +260,26 @@ impl Engine {
             }
         }
         self.publish_gauges();
+    }
+
+    /// On a request's first admission, the tokens before its first scheduled position came from
+    /// the prefix cache: record them for its usage and the hit-rate metrics.
+    fn record_prefix_hits(&mut self, output: &SchedulerOutput) {
+        for group in &output.scheduled_groups {
+            let Some(request) = self.requests.get_mut(group.request_id.as_ref()) else {
+                continue;
+            };
+            let Some(first) = output.seqs(group).first() else {
+                continue;
+            };
+            if request.cached_tokens.is_none() {
+                request.cached_tokens = Some(first.start);
+                self.metrics
+                    .prefix_cache_queries
+                    .inc_by(request.prompt_len as u64);
+                self.metrics.prefix_cache_hits.inc_by(first.start as u64);
+            }
+        }
     }
 
     /// Runs swap-out, swap-in and copy-on-write copies, in that order.

@@ -25,8 +25,8 @@ pub struct ActiveRequest {
     to_sched: HashMap<SeqId, SeqId>,
     /// Prompt tokens.
     pub prompt_len: usize,
-    /// Prompt tokens served from the prefix cache.
-    pub cached_tokens: usize,
+    /// Prompt tokens served from the prefix cache at first admission (`None` until then).
+    pub cached_tokens: Option<usize>,
     /// When the request arrived.
     pub arrival: Instant,
     /// When its first token was sampled.
@@ -54,7 +54,7 @@ impl ActiveRequest {
             choice_of: HashMap::from([(root, 0)]),
             to_sched: HashMap::from([(root, root)]),
             prompt_len,
-            cached_tokens: 0,
+            cached_tokens: None,
             arrival,
             first_token: None,
             generated: 0,
@@ -121,7 +121,7 @@ impl ActiveRequest {
         let usage = Usage {
             prompt_tokens: self.prompt_len,
             completion_tokens,
-            cached_tokens: self.cached_tokens,
+            cached_tokens: self.cached_tokens.unwrap_or(0),
         };
         let _ = self.events.send(Event::Done(usage));
     }
