@@ -214,19 +214,20 @@ pub struct CompletionChoice {
     pub stop_reason: Option<StopReason>,
 }
 
-/// A `text_completion` response, or one chunk of a stream (`choices` hold deltas then).
+/// A response body, or one chunk of a stream (`choices` hold deltas then): the envelope shared
+/// by completions (`C` = [`CompletionChoice`]) and chat (`C` = [`ChatChoice`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CompletionResponse {
-    /// `cmpl-…`.
+pub struct ResponseBody<C> {
+    /// `cmpl-…` or `chatcmpl-…`.
     pub id: String,
-    /// Always `text_completion`.
+    /// `text_completion`, `chat.completion` or `chat.completion.chunk`.
     pub object: &'static str,
     /// Unix seconds.
     pub created: u64,
     /// Served model name.
     pub model: String,
     /// Choices (empty in the final usage-only chunk).
-    pub choices: Vec<CompletionChoice>,
+    pub choices: Vec<C>,
     /// Token counts; absent in chunks unless asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -281,24 +282,6 @@ pub struct ChatChoice {
     pub finish_reason: Option<FinishReason>,
     /// Set with `finish_reason` when a stop string or stop token ended the choice.
     pub stop_reason: Option<StopReason>,
-}
-
-/// A `chat.completion` response or a `chat.completion.chunk`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ChatCompletionResponse {
-    /// `chatcmpl-…`.
-    pub id: String,
-    /// `chat.completion` or `chat.completion.chunk`.
-    pub object: &'static str,
-    /// Unix seconds.
-    pub created: u64,
-    /// Served model name.
-    pub model: String,
-    /// Choices (empty in the final usage-only chunk).
-    pub choices: Vec<ChatChoice>,
-    /// Token counts; absent in chunks unless asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
 }
 
 /// OpenAI's error body, wrapped as `{"error": {...}}`.
@@ -384,7 +367,7 @@ mod tests {
 
     #[test]
     fn responses_serialise_as_openai_does() {
-        let response = CompletionResponse {
+        let response = ResponseBody {
             id: "cmpl-1".into(),
             object: "text_completion",
             created: 7,

@@ -7,13 +7,13 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use sampling::PositionLogprobs;
 
-use super::generate::{Choice, StreamItem, collect, json_logprob, sse_response, token_text};
-use super::{AppState, unix_now};
+use super::AppState;
+use super::generate::{Envelope, collect, finish_fields, json_logprob, stream_chunks, token_text};
 use crate::api_error::{ApiError, ApiJson};
 use crate::chat::TemplateMessage;
+use crate::engine::ChoiceDelta;
 use crate::openai::{
-    ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, ChatMessageOut,
-    ChatTokenLogprob, Usage,
+    ChatChoice, ChatCompletionRequest, ChatLogprobs, ChatMessageOut, ChatTokenLogprob,
 };
 
 /// Answers a chat request, streamed or whole.
@@ -56,9 +56,7 @@ pub async fn chat_completions(
     let submission = state.prepare(vec![prompt], request.sampling_params(), request.priority)?;
     let n = submission.params.n();
     let (receivers, guard) = state.submit("chatcmpl", submission)?;
-    let id = format!("chatcmpl-{:032x}", rand::random::<u128>());
-    let created = unix_now();
-    let model = state.served_model_name.clone();
+    let envelope = Envelope::new("chatcmpl", &state);
     let with_logprobs = request.logprobs;
 
     if !request.stream {
@@ -66,91 +64,60 @@ pub async fn chat_completions(
         let choices = choices
             .into_iter()
             .enumerate()
-            .map(|(index, choice)| whole_choice(&state, index, choice, with_logprobs))
+            .map(|(index, choice)| {
+                let logprobs = with_logprobs
+                    .then(|| chat_logprobs(&state, &choice.logprobs, &choice.token_ids));
+                let (finish_reason, stop_reason) = finish_fields(choice.finish);
+                ChatChoice {
+                    index,
+                    message: Some(ChatMessageOut {
+                        role: Some("assistant"),
+                        content: Some(choice.text),
+                    }),
+                    delta: None,
+                    logprobs,
+                    finish_reason,
+                    stop_reason,
+                }
+            })
             .collect();
-        let response = ChatCompletionResponse {
-            id,
-            object: "chat.completion",
-            created,
-            model,
-            choices,
-            usage: Some(Usage::new(
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-            )),
-        };
-        return Ok(Json(response).into_response());
+        let body = envelope.wrap("chat.completion", choices, Some(usage.into()));
+        return Ok(Json(body).into_response());
     }
 
     let include_usage = request
         .stream_options
         .is_some_and(|options| options.include_usage);
     let mut role_pending = vec![true; n];
-    let chunk = move |choices, usage| ChatCompletionResponse {
-        id: id.clone(),
-        object: "chat.completion.chunk",
-        created,
-        model: model.clone(),
-        choices,
-        usage,
-    };
-    let format = move |item: StreamItem| match item {
-        StreamItem::Delta(delta) => {
-            let first = role_pending
-                .get_mut(delta.index)
-                .map(std::mem::take)
-                .unwrap_or(false);
-            let logprobs =
-                with_logprobs.then(|| chat_logprobs(&state, &delta.logprobs, &delta.token_ids));
-            vec![chunk(
-                vec![ChatChoice {
-                    index: delta.index,
-                    message: None,
-                    delta: Some(ChatMessageOut {
-                        role: first.then_some("assistant"),
-                        content: Some(delta.text),
-                    }),
-                    logprobs,
-                    finish_reason: delta.finish.as_ref().map(|finish| finish.0),
-                    stop_reason: delta.finish.and_then(|finish| finish.1),
-                }],
-                None,
-            )]
+    let choice = move |delta: ChoiceDelta| {
+        let first = role_pending
+            .get_mut(delta.index)
+            .map(std::mem::take)
+            .unwrap_or(false);
+        let logprobs =
+            with_logprobs.then(|| chat_logprobs(&state, &delta.logprobs, &delta.token_ids));
+        let (finish_reason, stop_reason) = finish_fields(delta.finish);
+        ChatChoice {
+            index: delta.index,
+            message: None,
+            delta: Some(ChatMessageOut {
+                role: first.then_some("assistant"),
+                content: Some(delta.text),
+            }),
+            logprobs,
+            finish_reason,
+            stop_reason,
         }
-        StreamItem::Done(usage) if include_usage => {
-            vec![chunk(
-                Vec::new(),
-                Some(Usage::new(
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.cached_tokens,
-                )),
-            )]
-        }
-        StreamItem::Done(_) => Vec::new(),
     };
-    Ok(sse_response(receivers, guard, n, format))
-}
-
-fn whole_choice(
-    state: &Arc<AppState>,
-    index: usize,
-    choice: Choice,
-    with_logprobs: bool,
-) -> ChatChoice {
-    let logprobs = with_logprobs.then(|| chat_logprobs(state, &choice.logprobs, &choice.token_ids));
-    ChatChoice {
-        index,
-        message: Some(ChatMessageOut {
-            role: Some("assistant"),
-            content: Some(choice.text),
-        }),
-        delta: None,
-        logprobs,
-        finish_reason: choice.finish.as_ref().map(|finish| finish.0),
-        stop_reason: choice.finish.and_then(|finish| finish.1),
-    }
+    let stream = (envelope, "chat.completion.chunk");
+    Ok(stream_chunks(
+        receivers,
+        guard,
+        n,
+        stream,
+        include_usage,
+        choice,
+    ))
 }
 
 fn chat_logprobs(

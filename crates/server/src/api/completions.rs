@@ -8,12 +8,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use sampling::PositionLogprobs;
 
-use super::generate::{Choice, StreamItem, collect, json_logprob, sse_response, token_text};
-use super::{AppState, unix_now};
+use super::AppState;
+use super::generate::{Envelope, collect, finish_fields, json_logprob, stream_chunks, token_text};
 use crate::api_error::{ApiError, ApiJson};
-use crate::openai::{
-    CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput, Usage,
-};
+use crate::engine::ChoiceDelta;
+use crate::openai::{CompletionChoice, CompletionLogprobs, CompletionRequest, PromptInput};
 
 /// Answers a completion request, streamed or whole.
 pub async fn completions(
@@ -33,96 +32,65 @@ pub async fn completions(
     let submission = state.prepare(prompts, request.params, request.priority)?;
     let n = submission.params.n();
     let (receivers, guard) = state.submit("cmpl", submission)?;
-    let id = format!("cmpl-{:032x}", rand::random::<u128>());
-    let created = unix_now();
-    let model = state.served_model_name.clone();
+    let envelope = Envelope::new("cmpl", &state);
 
     if !request.stream {
         let (choices, usage) = collect(receivers, guard, n).await?;
         let choices = choices
             .into_iter()
             .enumerate()
-            .map(|(index, choice)| whole_choice(&state, index, &echoes[index / n], choice))
+            .map(|(index, choice)| {
+                let echo = &echoes[index / n];
+                let logprobs = (!choice.logprobs.is_empty()).then(|| {
+                    legacy_logprobs(&state, &choice.logprobs, &choice.token_ids, echo.len())
+                });
+                let (finish_reason, stop_reason) = finish_fields(choice.finish);
+                CompletionChoice {
+                    index,
+                    text: format!("{echo}{}", choice.text),
+                    logprobs,
+                    finish_reason,
+                    stop_reason,
+                }
+            })
             .collect();
-        let usage = Usage::new(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-        );
-        let response = CompletionResponse {
-            id,
-            object: "text_completion",
-            created,
-            model,
-            choices,
-            usage: Some(usage),
-        };
-        return Ok(Json(response).into_response());
+        let body = envelope.wrap(OBJECT, choices, Some(usage.into()));
+        return Ok(Json(body).into_response());
     }
 
     let include_usage = request
         .stream_options
         .is_some_and(|options| options.include_usage);
     let mut echo_pending: Vec<bool> = vec![request.echo; echoes.len() * n];
-    let chunk = move |choices, usage| CompletionResponse {
-        id: id.clone(),
-        object: "text_completion",
-        created,
-        model: model.clone(),
-        choices,
-        usage,
-    };
-    let format = move |item: StreamItem| match item {
-        StreamItem::Delta(delta) => {
-            let mut text = String::new();
-            if std::mem::take(&mut echo_pending[delta.index]) {
-                text.push_str(&echoes[delta.index / n]);
-            }
-            text.push_str(&delta.text);
-            let logprobs = (!delta.logprobs.is_empty())
-                .then(|| legacy_logprobs(&state, &delta.logprobs, &delta.token_ids, 0));
-            vec![chunk(
-                vec![CompletionChoice {
-                    index: delta.index,
-                    text,
-                    logprobs,
-                    finish_reason: delta.finish.as_ref().map(|finish| finish.0),
-                    stop_reason: delta.finish.and_then(|finish| finish.1),
-                }],
-                None,
-            )]
+    let choice = move |delta: ChoiceDelta| {
+        let mut text = String::new();
+        if std::mem::take(&mut echo_pending[delta.index]) {
+            text.push_str(&echoes[delta.index / n]);
         }
-        StreamItem::Done(usage) if include_usage => {
-            vec![chunk(
-                Vec::new(),
-                Some(Usage::new(
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.cached_tokens,
-                )),
-            )]
+        text.push_str(&delta.text);
+        let logprobs = (!delta.logprobs.is_empty())
+            .then(|| legacy_logprobs(&state, &delta.logprobs, &delta.token_ids, 0));
+        let (finish_reason, stop_reason) = finish_fields(delta.finish);
+        CompletionChoice {
+            index: delta.index,
+            text,
+            logprobs,
+            finish_reason,
+            stop_reason,
         }
-        StreamItem::Done(_) => Vec::new(),
     };
-    Ok(sse_response(receivers, guard, n, format))
+    Ok(stream_chunks(
+        receivers,
+        guard,
+        n,
+        (envelope, OBJECT),
+        include_usage,
+        choice,
+    ))
 }
 
-fn whole_choice(
-    state: &Arc<AppState>,
-    index: usize,
-    echo: &str,
-    choice: Choice,
-) -> CompletionChoice {
-    let logprobs = (!choice.logprobs.is_empty())
-        .then(|| legacy_logprobs(state, &choice.logprobs, &choice.token_ids, echo.len()));
-    CompletionChoice {
-        index,
-        text: format!("{echo}{}", choice.text),
-        logprobs,
-        finish_reason: choice.finish.as_ref().map(|finish| finish.0),
-        stop_reason: choice.finish.and_then(|finish| finish.1),
-    }
-}
+/// The `object` of completion responses and chunks alike.
+const OBJECT: &str = "text_completion";
 
 /// OpenAI's legacy logprobs: token texts, their logprobs, top alternatives by text, and each
 /// token's character offset (starting at `offset`).

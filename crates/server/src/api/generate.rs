@@ -14,8 +14,8 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
 use super::AppState;
 use crate::api_error::ApiError;
-use crate::engine::{AbortOnDrop, ChoiceDelta, Event, Usage};
-use crate::openai::ErrorBody;
+use crate::engine::{AbortOnDrop, ChoiceDelta, Event, Usage as EngineUsage};
+use crate::openai::{ErrorBody, ResponseBody, Usage};
 
 /// A whole choice, accumulated from its deltas.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -154,9 +154,9 @@ pub async fn collect(
     receivers: Vec<UnboundedReceiver<Event>>,
     guard: AbortOnDrop,
     n: usize,
-) -> Result<(Vec<Choice>, Usage), ApiError> {
+) -> Result<(Vec<Choice>, EngineUsage), ApiError> {
     let mut choices = vec![Choice::default(); receivers.len() * n];
-    let mut usage = Usage::default();
+    let mut usage = EngineUsage::default();
     for (prompt_index, mut receiver) in receivers.into_iter().enumerate() {
         loop {
             match receiver.recv().await {
@@ -168,9 +168,7 @@ pub async fn collect(
                         .extend(delta);
                 }
                 Some(Event::Done(done)) => {
-                    usage.prompt_tokens += done.prompt_tokens;
-                    usage.completion_tokens += done.completion_tokens;
-                    usage.cached_tokens += done.cached_tokens;
+                    usage += done;
                     break;
                 }
                 Some(Event::Failed(message)) => return Err(ApiError::Internal(message)),
@@ -182,19 +180,98 @@ pub async fn collect(
     Ok((choices, usage))
 }
 
+/// The parts of a response shared by its body and every chunk of its stream.
+pub struct Envelope {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Envelope {
+    /// A fresh `{prefix}-<random>` id for a response of `state`'s model, created now.
+    pub fn new(prefix: &str, state: &AppState) -> Self {
+        Envelope {
+            id: format!("{prefix}-{:032x}", rand::random::<u128>()),
+            created: super::unix_now(),
+            model: state.served_model_name.clone(),
+        }
+    }
+
+    /// A body of kind `object` with `choices` and `usage`.
+    pub fn wrap<C>(
+        &self,
+        object: &'static str,
+        choices: Vec<C>,
+        usage: Option<Usage>,
+    ) -> ResponseBody<C> {
+        ResponseBody {
+            id: self.id.clone(),
+            object,
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        }
+    }
+}
+
+impl From<EngineUsage> for Usage {
+    fn from(usage: EngineUsage) -> Self {
+        Usage::new(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        )
+    }
+}
+
+/// OpenAI's `finish_reason` and vLLM's `stop_reason` of a choice's last message.
+pub fn finish_fields(
+    finish: Option<(FinishReason, Option<StopReason>)>,
+) -> (Option<FinishReason>, Option<StopReason>) {
+    match finish {
+        Some((reason, stop)) => (Some(reason), stop),
+        None => (None, None),
+    }
+}
+
+/// Streams the requests as chunks of kind `object`: one chunk per delta, whose choice `choice`
+/// builds, then (when `include_usage`) a usage-only chunk.
+pub fn stream_chunks<C, F>(
+    receivers: Vec<UnboundedReceiver<Event>>,
+    guard: AbortOnDrop,
+    n: usize,
+    (envelope, object): (Envelope, &'static str),
+    include_usage: bool,
+    mut choice: F,
+) -> Response
+where
+    C: Serialize + Send + 'static,
+    F: FnMut(ChoiceDelta) -> C + Send + 'static,
+{
+    let format = move |item: StreamItem| match item {
+        StreamItem::Delta(delta) => vec![envelope.wrap(object, vec![choice(delta)], None)],
+        StreamItem::Done(usage) if include_usage => {
+            vec![envelope.wrap(object, Vec::new(), Some(usage.into()))]
+        }
+        StreamItem::Done(_) => Vec::new(),
+    };
+    sse_response(receivers, guard, n, format)
+}
+
 /// What a streamed response formats into SSE payloads.
 pub enum StreamItem {
     /// A delta of choice `index` (already offset by the prompt's position).
     Delta(ChoiceDelta),
     /// All requests finished; the usage summed over them.
-    Done(Usage),
+    Done(EngineUsage),
 }
 
 /// Streams the events of all `receivers` as SSE: `format` turns each item into zero or more
 /// JSON payloads; an error is sent as an `{"error": …}` event; the stream always ends with
 /// `data: [DONE]`. If the client goes away, the forwarding task stops and `guard` aborts the
 /// requests.
-pub fn sse_response<F, T>(
+fn sse_response<F, T>(
     receivers: Vec<UnboundedReceiver<Event>>,
     guard: AbortOnDrop,
     n: usize,
@@ -210,7 +287,7 @@ where
         UnboundedReceiverStream::new(receiver).map(move |event| (prompt, event))
     }));
     tokio::spawn(async move {
-        let mut usage = Usage::default();
+        let mut usage = EngineUsage::default();
         let mut finished = 0;
         let mut failure = None;
         while finished < expected {
@@ -224,9 +301,7 @@ where
                     StreamItem::Delta(delta)
                 }
                 Event::Done(done) => {
-                    usage.prompt_tokens += done.prompt_tokens;
-                    usage.completion_tokens += done.completion_tokens;
-                    usage.cached_tokens += done.cached_tokens;
+                    usage += done;
                     finished += 1;
                     continue;
                 }

@@ -82,6 +82,14 @@ pub struct Usage {
     pub cached_tokens: usize,
 }
 
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cached_tokens += other.cached_tokens;
+    }
+}
+
 /// Live counters the HTTP side reads without asking the engine.
 #[derive(Debug, Default)]
 pub struct EngineStatus {
