@@ -9,6 +9,7 @@ use crate::error::{ModelError, Result};
 use crate::layers::attention::AttentionStep;
 use crate::layers::block::DecoderBlock;
 use crate::layers::embedding::Embeddings;
+use crate::layers::linear::Linear;
 use crate::layers::norm::Norm;
 use crate::layers::rotary::Rotary;
 use crate::tensor_names::{FamilyNames, LM_HEAD};
@@ -47,7 +48,7 @@ pub struct ModelSpec {
 
 /// A loaded decoder-only language model. It holds weights only, never per-request state.
 ///
-/// Invariant: `blocks.len() == spec.num_layers`; `lm_head` is `[vocab, hidden]`; `rotary` is
+/// Invariant: `blocks.len() == spec.num_layers`; `lm_head` maps hidden to vocab; `rotary` is
 /// present exactly when the configuration uses rotary positions.
 #[derive(Debug, Clone)]
 pub struct DecoderModel {
@@ -58,7 +59,7 @@ pub struct DecoderModel {
     rotary: Option<Rotary>,
     blocks: Vec<DecoderBlock>,
     final_norm: Norm,
-    lm_head: Tensor,
+    lm_head: Linear,
 }
 
 impl DecoderModel {
@@ -101,15 +102,18 @@ impl DecoderModel {
             config.norm,
             config.norm_eps,
         )?;
-        let lm_head = if config.tie_word_embeddings {
-            embeddings.token_matrix().clone()
-        } else {
-            source.tensor(
-                LM_HEAD,
-                &[config.vocab_size, config.hidden_size],
-                Init::Noise(0.02),
-            )?
-        };
+        let lm_head = Linear::new(
+            if config.tie_word_embeddings {
+                embeddings.token_matrix().clone()
+            } else {
+                source.tensor(
+                    LM_HEAD,
+                    &[config.vocab_size, config.hidden_size],
+                    Init::Noise(0.02),
+                )?
+            },
+            None,
+        )?;
         let spec = ModelSpec {
             name,
             family: config.family,
@@ -195,7 +199,7 @@ impl DecoderModel {
         }
         let rows = Tensor::new(logit_rows, &self.device)?;
         let selected = self.final_norm.forward(&x.index_select(&rows, 0)?)?;
-        Ok(selected.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)
+        Ok(self.lm_head.forward(&selected)?.to_dtype(DType::F32)?)
     }
 
     fn check_inputs(&self, tokens: &[u32], positions: &[u32], logit_rows: &[u32]) -> Result<()> {

@@ -6,4 +6,6 @@ pub(crate) mod embedding;
 pub(crate) mod linear;
 pub(crate) mod mlp;
 pub(crate) mod norm;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod packed;
 pub(crate) mod rotary;
