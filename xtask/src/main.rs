@@ -3,8 +3,10 @@
 //! - `cargo xtask trace`: write a seeded synthetic request trace (ShareGPT-like or Alpaca-like
 //!   lengths, Poisson arrivals, parallel sampling or beam search, shared prefix) as JSONL.
 //! - `cargo xtask bench [SUITE ...] [--quick] [--seed N] [--out DIR]`: run benchmark suites
-//!   (`memory`, `paper`, `kernels`, `kv-block`, `scheduler`, `model`, `all`) and write JSON,
-//!   Markdown and SVG results under `DIR/<suite>/`.
+//!   (`memory`, `paper`, `kernels`, `kv-block`, `scheduler`, `model`, `serve`, `all`) and write
+//!   JSON, Markdown and SVG results under `DIR/<suite>/`. The `serve` suite takes `--url`,
+//!   `--model`, `--concurrency`, `--rate`, `--num-requests` and `--input-len`/`--output-len`,
+//!   `--dataset` or `--trace`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -16,6 +18,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use xtask::bench::serve::config::ServeOptions;
 use xtask::bench::{self, BenchOptions, Progress, Suite};
 use xtask::workload::{self, Dataset, Decoding, TraceSpec};
 
@@ -31,7 +34,7 @@ enum Command {
     /// Write a seeded synthetic request trace as JSONL (one request per line).
     Trace {
         /// Length distribution to imitate.
-        #[arg(long, value_enum, default_value = "share-gpt")]
+        #[arg(long, value_enum, default_value = "sharegpt")]
         dataset: Dataset,
         /// Number of requests.
         #[arg(long, default_value_t = 1000)]
@@ -70,7 +73,59 @@ enum Command {
         /// Results directory; each suite writes into DIR/<suite>/.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
+}
+
+/// Options of the `serve` suite.
+#[derive(clap::Args)]
+#[command(next_help_heading = "serve suite")]
+struct ServeArgs {
+    /// Drive this OpenAI-compatible engine (e.g. http://host:8000) instead of building and
+    /// starting vellum's server.
+    #[arg(long, conflicts_with = "model")]
+    url: Option<String>,
+    /// Hugging Face model directory for the started server (default: the 95M demo model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Closed-loop concurrency levels (default 1,8,32; quick 1,8).
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
+    concurrency: Vec<usize>,
+    /// Open loop: Poisson arrivals at this many requests per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests per level (default: 3 per concurrent request, at least 8; open loop 64).
+    #[arg(long)]
+    num_requests: Option<usize>,
+    /// Prompt tokens of every request (default 125).
+    #[arg(long, conflicts_with_all = ["dataset", "trace"])]
+    input_len: Option<usize>,
+    /// Output tokens of every request (default 128; quick 16).
+    #[arg(long, conflicts_with_all = ["dataset", "trace"])]
+    output_len: Option<usize>,
+    /// Draw lengths from a synthetic dataset's distribution.
+    #[arg(long, value_enum, conflicts_with = "trace")]
+    dataset: Option<Dataset>,
+    /// Take lengths from a JSONL trace (`cargo xtask trace` writes one).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(args: ServeArgs) -> Self {
+        Self {
+            url: args.url,
+            model: args.model,
+            concurrency: args.concurrency,
+            rate: args.rate,
+            num_requests: args.num_requests,
+            input_len: args.input_len,
+            output_len: args.output_len,
+            dataset: args.dataset,
+            trace: args.trace,
+        }
+    }
 }
 
 /// A terminal progress bar: one bar per stage, reset when the next stage begins.
@@ -164,12 +219,14 @@ fn main() -> Result<()> {
             quick,
             seed,
             out,
+            serve,
         } => run_bench(
             &suites,
             &BenchOptions {
                 quick,
                 seed,
                 out_dir: out,
+                serve: serve.into(),
             },
         ),
     }

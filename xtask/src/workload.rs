@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Dataset {
     /// Long conversations: mean ≈ 161 prompt / 338 output tokens, long tails.
+    #[value(name = "sharegpt", alias = "share-gpt")]
     ShareGpt,
     /// Short instructions: mean ≈ 19 prompt / 58 output tokens.
     Alpaca,

@@ -4,13 +4,13 @@
 //! `--quick` (criterion's short run, and the kernels bench's own short mode; the model bench
 //! has no quick mode and runs as it is).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{BenchError, Progress, Suite};
+use super::{BenchError, Progress, Suite, workspace_root};
 use crate::report::SuiteOutput;
 
 /// File (inside the suite's folder) that receives the child's standard output and error.
@@ -37,7 +37,7 @@ impl MicroBench {
             Suite::KvBlock => Some(Self::KvBlock),
             Suite::Scheduler => Some(Self::Scheduler),
             Suite::Model => Some(Self::Model),
-            Suite::Memory | Suite::Paper | Suite::All => None,
+            Suite::Memory | Suite::Paper | Suite::Serve | Suite::All => None,
         }
     }
 
@@ -86,12 +86,6 @@ pub struct MicroResult {
     pub seconds: f64,
     /// File holding the child's output, relative to the suite folder.
     pub log: &'static str,
-}
-
-/// The workspace root: the parent of this crate's manifest directory.
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// Runs `bench` and returns its output for the suite's folder `dir` (the log is written there
@@ -152,6 +146,8 @@ fn execute(mut command: Command, shown: &str, dir: &Path) -> Result<(String, f64
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]

@@ -8,11 +8,14 @@
 //! - [`serving_sim`]: a time-driven executor of the scheduler under that cost model.
 //! - [`paper`]: the simulated rate sweep and swap-vs-recompute study (paper Fig. 12, 19).
 //! - [`micro`]: the other crates' micro-benchmarks, run as child processes.
+//! - [`serve`]: online serving over HTTP against vellum's server or any OpenAI-compatible
+//!   engine (throughput, TTFT, TPOT, ITL per load level).
 
 pub mod cost_model;
 pub mod memory;
 pub mod micro;
 pub mod paper;
+pub mod serve;
 pub mod serving_sim;
 pub mod systems;
 
@@ -39,19 +42,22 @@ pub enum Suite {
     Scheduler,
     /// `models` forward-pass benchmark.
     Model,
+    /// Online serving over HTTP (builds and starts the server unless given a URL).
+    Serve,
     /// Every suite above.
     All,
 }
 
 impl Suite {
     /// Every concrete suite, in the order `all` runs them.
-    pub const CONCRETE: [Suite; 6] = [
+    pub const CONCRETE: [Suite; 7] = [
         Suite::Memory,
         Suite::Paper,
         Suite::Kernels,
         Suite::KvBlock,
         Suite::Scheduler,
         Suite::Model,
+        Suite::Serve,
     ];
 
     /// The suites to run for a command line: `all` expands to every suite, duplicates are
@@ -87,6 +93,7 @@ impl Suite {
             Suite::KvBlock => "kv-block",
             Suite::Scheduler => "scheduler",
             Suite::Model => "model",
+            Suite::Serve => "serve",
             Suite::All => "all",
         }
     }
@@ -101,6 +108,14 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Results directory; each suite writes into `<out_dir>/<suite>/`.
     pub out_dir: PathBuf,
+    /// Options of the `serve` suite (ignored by the others).
+    pub serve: serve::config::ServeOptions,
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// Receives progress while suites run (a progress bar, or nothing in tests).
@@ -156,6 +171,9 @@ pub enum BenchError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Talking to an engine, or running its server, failed.
+    #[error("serve: {0}")]
+    Serve(#[from] serve::ServeError),
     /// Serialising results failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -212,6 +230,11 @@ pub fn run_suite(
             })?;
             micro::run(bench, options.quick, &dir, progress)?
         }
+        Suite::Serve => {
+            let config =
+                serve::config::ServeConfig::resolve(&options.serve, options.quick, options.seed)?;
+            serve::report::report(&serve::run(&config, &dir, progress)?)?
+        }
         Suite::All => {
             return Err(BenchError::InvalidConfig(
                 "`all` must be expanded into suites before running".into(),
@@ -236,7 +259,8 @@ mod tests {
                 Suite::Kernels,
                 Suite::KvBlock,
                 Suite::Scheduler,
-                Suite::Model
+                Suite::Model,
+                Suite::Serve
             ]
         );
         assert_eq!(
@@ -251,6 +275,7 @@ mod tests {
             quick: true,
             seed: 0,
             out_dir: std::env::temp_dir(),
+            serve: serve::config::ServeOptions::default(),
         };
         assert!(matches!(
             run_suite(Suite::All, &options, &Silent),
