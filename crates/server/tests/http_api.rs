@@ -304,43 +304,15 @@ async fn bad_requests_get_the_right_status_and_a_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_required_on_v1_only() {
     let server = TestServer::start(&["--api-key", "s3cret"]).await;
-    let url = format!("{}/v1/models", server.base);
-    let missing = server.client.get(&url).send().await.unwrap();
-    assert_eq!(missing.status().as_u16(), 401);
-    let wrong = server
-        .client
-        .get(&url)
-        .bearer_auth("s3cre")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status().as_u16(), 401);
-    let right = server
-        .client
-        .get(&url)
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap();
+    let status = |response: reqwest::Response| response.status().as_u16();
+    assert_eq!(status(server.get("/v1/models", None).await), 401);
+    assert_eq!(status(server.get("/v1/models", Some("s3cre")).await), 401);
+    let right = server.get("/v1/models", Some("s3cret")).await;
     assert_eq!(right.status().as_u16(), 200);
     let body: Value = right.json().await.unwrap();
     assert_eq!(body["data"][0]["id"], "vellum-demo");
-    let health = server
-        .client
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status().as_u16(), 200);
-    let version: Value = server
-        .client
-        .get(format!("{}/version", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(status(server.get("/health", None).await), 200);
+    let version: Value = server.get("/version", None).await.json().await.unwrap();
     assert!(version["version"].is_string());
 }
 

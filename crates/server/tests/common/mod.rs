@@ -50,20 +50,23 @@ impl TestServer {
         }
     }
 
-    /// POSTs `body` to `path`; returns the status and the parsed JSON body (Null if not JSON).
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+    /// GETs `path`, with `key` as the bearer token when given.
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let request = self.client.get(format!("{}{path}", self.base));
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        request.send().await.unwrap()
     }
 
-    /// POSTs a raw body.
+    /// POSTs `body` as JSON to `path`; returns the status and the parsed JSON body (Null if not
+    /// JSON).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// POSTs raw bytes to `path`; returns the status and the parsed JSON body (Null if not JSON).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let response = self
             .client
