@@ -261,6 +261,11 @@ async fn bad_requests_get_the_right_status_and_a_message() {
             400,
             "prompt_logprobs",
         ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "n": 300}),
+            400,
+            "--max-num-seqs",
+        ),
     ];
     for (body, want_status, needle) in cases {
         let (status, response) = server.post("/v1/completions", &body).await;

@@ -72,6 +72,17 @@ impl AppState {
                 param: Some("prompt_logprobs".into()),
             });
         }
+        if params.best_of() > self.max_parallel_seqs {
+            return Err(ApiError::BadRequest {
+                message: format!(
+                    "best_of (or n, or the beam width) is {}, but this server runs at most {} \
+                     sequences of one request at once (--max-num-seqs).",
+                    params.best_of(),
+                    self.max_parallel_seqs
+                ),
+                param: Some("best_of".into()),
+            });
+        }
         for prompt in &prompts {
             self.check_prompt(prompt, params.max_tokens())?;
         }

@@ -46,6 +46,9 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Waiting requests above which new ones get 503.
     pub max_waiting_requests: usize,
+    /// Most sequences one request may run at once (`best_of`, beam width): the scheduler's
+    /// `min(max_num_seqs, max_num_batched_tokens)`.
+    pub max_parallel_seqs: usize,
     /// Metrics rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Unix seconds at startup.
