@@ -124,3 +124,26 @@ async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_outgrows_the_whole_pool_ends_with_length() {
+    let blocks = 16;
+    let memory = format!("{}", blocks * DEMO_BLOCK_BYTES);
+    let server = TestServer::start(&["--kv-cache-memory", &memory, "--max-model-len", "256"]).await;
+    // Four diverging samples of 200 tokens need ~4 × 13 blocks; the pool has 16.
+    let body = json!({"model": "vellum-demo", "prompt": prompt(3), "max_tokens": 200, "n": 4,
+                      "seed": 5, "temperature": 1.0, "ignore_eos": true});
+    let (status, response) = server.post("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let choices = response["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    assert!(
+        choices
+            .iter()
+            .all(|choice| choice["finish_reason"] == "length"),
+        "{response}"
+    );
+    let generated = response["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(generated < 4 * 200, "it ended early: {generated} tokens");
+    server.wait_until_idle(blocks as f64).await;
+}

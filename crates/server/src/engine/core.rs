@@ -13,7 +13,9 @@ use models::CausalLm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sampling::{GroupDecoder, GroupStep, ModelContext, Scratch};
-use scheduler::{FinishReason as SchedFinish, PreemptionMode, Request, Scheduler, SchedulerOutput};
+use scheduler::{
+    FinishReason as SchedFinish, IgnoreReason, PreemptionMode, Request, Scheduler, SchedulerOutput,
+};
 
 use super::batch::pack;
 use super::request::ActiveRequest;
@@ -441,9 +443,16 @@ impl Engine {
             .inc();
     }
 
+    /// Groups the scheduler removed: a group that outgrew the KV cache ends with what it has
+    /// (finish reason `length`); a rejected prompt is a failure with the scheduler's reason.
     fn handle_ignored(&mut self, output: &SchedulerOutput) {
         for ignored in &output.ignored {
-            if let Some(request) = self.requests.remove(ignored.request_id.as_ref()) {
+            let id = ignored.request_id.as_ref();
+            if ignored.reason == IgnoreReason::KvCapacityExhausted && self.requests.contains_key(id)
+            {
+                tracing::warn!("request {id} outgrew the KV cache and ends early");
+                self.finish_request(id);
+            } else if let Some(request) = self.requests.remove(id) {
                 request.emit_failure(format!("The request was rejected: {}.", ignored.reason));
             }
         }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use kv_block::SeqId;
 use sampling::sequence::SequenceState;
-use sampling::{GroupDecoder, GroupStep, SamplingType};
+use sampling::{FinishReason, GroupDecoder, GroupStep, SamplingType};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{ChoiceDelta, Event, Usage};
@@ -110,9 +110,25 @@ impl ActiveRequest {
     }
 
     /// Sends the final output: whole choices (unless they were streamed already) and usage.
+    /// Sequences still running (the scheduler ended the group early because it outgrew the KV
+    /// cache) finish with `length`.
     pub fn emit_done(&self) {
         let outputs = self.decoder.outputs();
-        if !self.incremental {
+        if self.incremental {
+            for dec in self.decoder.running_ids() {
+                let Some(&index) = self.choice_of.get(&dec) else {
+                    continue;
+                };
+                let closing = ChoiceDelta {
+                    index,
+                    text: String::new(),
+                    token_ids: Vec::new(),
+                    logprobs: Vec::new(),
+                    finish: Some((FinishReason::Length, None)),
+                };
+                let _ = self.events.send(Event::Delta(closing));
+            }
+        } else {
             for (index, sequence) in outputs.iter().enumerate() {
                 let _ = self.events.send(Event::Delta(whole_delta(index, sequence)));
             }
