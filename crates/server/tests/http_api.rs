@@ -43,6 +43,7 @@ async fn greedy_matches_the_model_crate_and_streaming_matches_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_prompts_parallel_sampling_and_beam_search() {
     let server = TestServer::start(&[]).await;
+    let total_blocks = server.metric("vellum:kv_cache_free_blocks").await;
     let (status, response) = server
         .post(
             "/v1/completions",
@@ -93,9 +94,7 @@ async fn text_prompts_parallel_sampling_and_beam_search() {
         streamed_texts, whole_texts,
         "beam search streams its final beams"
     );
-    server
-        .wait_until_idle(server.metric("vellum:kv_cache_free_blocks").await)
-        .await;
+    server.wait_until_idle(total_blocks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

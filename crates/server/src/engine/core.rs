@@ -319,24 +319,38 @@ impl Engine {
             return;
         };
         let vocab = self.model_context.vocab_size;
-        let mut rows = Vec::with_capacity(request.decoder.num_running() * vocab);
+        let mut row_indices = Vec::with_capacity(request.decoder.num_running());
         for dec in request.decoder.running_ids() {
             let row = request.sched_id(dec).and_then(|sched| row_of.get(&sched));
             let Some(&row) = row else {
                 let message = format!("sequence {dec} has no logits this step");
                 return self.fail_request(id, &message);
             };
-            rows.extend_from_slice(&logits[row * vocab..(row + 1) * vocab]);
+            row_indices.push(row);
         }
+        // The rows of a group are usually adjacent and in the decoder's order (always for a
+        // single sequence): sample them in place; otherwise gather them.
+        let first = row_indices[0];
+        let adjacent = row_indices
+            .iter()
+            .enumerate()
+            .all(|(i, &row)| row == first + i);
+        let mut gathered;
+        let rows: &mut [f32] = if adjacent {
+            &mut logits[first * vocab..(first + row_indices.len()) * vocab]
+        } else {
+            gathered = Vec::with_capacity(row_indices.len() * vocab);
+            for row in &row_indices {
+                gathered.extend_from_slice(&logits[row * vocab..(row + 1) * vocab]);
+            }
+            &mut gathered
+        };
         let next_dec_id = &mut self.next_dec_id;
         let mut new_id = || {
             *next_dec_id += 1;
             *next_dec_id
         };
-        let step = match request
-            .decoder
-            .step(&mut rows, &mut self.scratch, &mut new_id)
-        {
+        let step = match request.decoder.step(rows, &mut self.scratch, &mut new_id) {
             Ok(step) => step,
             Err(error) => return self.fail_request(id, &format!("sampling failed: {error}")),
         };
@@ -380,11 +394,9 @@ impl Engine {
             let seq = request
                 .sched_id(append.seq)
                 .ok_or("append to an unknown sequence")?;
-            if self.scheduler.sequence(seq).is_some() {
-                self.scheduler
-                    .append_token(seq, append.token)
-                    .map_err(|e| e.to_string())?;
-            }
+            self.scheduler
+                .append_token(seq, append.token)
+                .map_err(|e| e.to_string())?;
         }
         for &dec in &step.freed {
             let Some(seq) = request.sched_id(dec) else {
