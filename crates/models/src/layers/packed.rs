@@ -5,8 +5,8 @@
 //! more than it gains. Here a weight `[out, in]` is packed once, at load, into column panels of
 //! [`PANEL`] outputs stored `[in][PANEL]`, so that a product streams each panel exactly once from
 //! memory while a register tile of up to [`TILE_ROWS`] rows × [`PANEL`] columns accumulates
-//! with AVX-512 FMAs over the whole inner dimension. Panels are shared out over candle's own CPU
-//! worker pool (the threads of its element-wise ops), so no second pool competes for the cores.
+//! with AVX-512 FMAs over the whole inner dimension. Panels are shared out over rayon's pool,
+//! which the attention kernels use too, so no second pool spins while the other works.
 //!
 //! With few rows (decode) a product is bound by streaming the weight from memory: the first tile
 //! of a panel would wait on DRAM while the later ones run from L2. So while the tiles of one panel
@@ -21,6 +21,7 @@ use std::arch::x86_64::{
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
 use crate::error::Result;
 
@@ -107,30 +108,28 @@ impl PackedWeight {
         let out_addr = out.as_mut_ptr() as usize;
         let panels = self.n.div_ceil(PANEL);
         // One contiguous run of panels per worker, so each panel's successor is prefetched by the
-        // thread that will use it; a worker that finishes early takes a slow one's next run.
-        let pool = candle_core::utils::barrier_pool();
-        let runs = (pool.n_workers() + 1).min(panels);
-        let run = |runs_range: std::ops::Range<usize>| {
-            for run in runs_range {
-                let own = run * panels / runs..(run + 1) * panels / runs;
-                for panel in own.clone() {
-                    let prefetch_next = m <= PREFETCH_MAX_ROWS && panel + 1 < own.end;
-                    // SAFETY: panels write disjoint columns of `out`, which outlives this call,
-                    // and `PackedWeight` exists only on CPUs with AVX-512F.
-                    unsafe {
-                        self.panel(
-                            a,
-                            m,
-                            panel,
-                            bias.as_deref(),
-                            out_addr as *mut f32,
-                            prefetch_next,
-                        )
-                    };
-                }
+        // thread that will use it; a worker that finishes early takes a slow one's run. The runs
+        // go to rayon's pool, the one the attention kernels use, so no second pool spins while
+        // the other works.
+        let runs = rayon::current_num_threads().min(panels);
+        (0..runs).into_par_iter().for_each(|run| {
+            let own = run * panels / runs..(run + 1) * panels / runs;
+            for panel in own.clone() {
+                let prefetch_next = m <= PREFETCH_MAX_ROWS && panel + 1 < own.end;
+                // SAFETY: panels write disjoint columns of `out`, which outlives this call, and
+                // `PackedWeight` exists only on CPUs with AVX-512F.
+                unsafe {
+                    self.panel(
+                        a,
+                        m,
+                        panel,
+                        bias.as_deref(),
+                        out_addr as *mut f32,
+                        prefetch_next,
+                    )
+                };
             }
-        };
-        pool.execute_chunked(runs, run);
+        });
         drop(storage);
         Ok(Tensor::from_vec(out, (m, self.n), &Device::Cpu)?)
     }
@@ -157,10 +156,11 @@ impl PackedWeight {
         let bias = bias.map(|b| &b[panel * PANEL..panel * PANEL + columns]);
         let tiles = m.div_ceil(TILE_ROWS);
         let next_lines = k * PANEL / LINE;
-        let mut row = 0;
-        while row < m {
-            let rows = (m - row).min(TILE_ROWS);
-            let tile_index = row / TILE_ROWS;
+        // Rows are dealt evenly over the tiles (32 rows: 6, 6, 5, 5, 5, 5 rather than a 2-row
+        // tail tile that would stream the whole panel again for little work).
+        for tile_index in 0..tiles {
+            let row = tile_index * m / tiles;
+            let rows = (tile_index + 1) * m / tiles - row;
             let prefetch = prefetch_next.then(|| Prefetch {
                 next: &self.data[(panel + 1) * k * PANEL..(panel + 2) * k * PANEL],
                 lines: tile_index * next_lines / tiles..(tile_index + 1) * next_lines / tiles,
@@ -187,7 +187,6 @@ impl PackedWeight {
                     _ => tile.run::<1>(),
                 }
             }
-            row += rows;
         }
     }
 }
