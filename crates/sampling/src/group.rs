@@ -191,6 +191,11 @@ impl GroupDecoder {
         &self.params
     }
 
+    /// The prompt's token ids.
+    pub fn prompt(&self) -> &[TokenId] {
+        &self.prompt
+    }
+
     /// Ids of the running sequences, in the order their logits rows must be passed to `step`.
     pub fn running_ids(&self) -> Vec<SeqId> {
         self.running.iter().map(SequenceState::id).collect()

@@ -49,7 +49,7 @@ pub type SeqId = u64;
 
 pub use error::SampleError;
 pub use group::{Append, Finished, Fork, GroupDecoder, GroupStep, ModelContext, step_batch};
-pub use logprobs::{PositionLogprobs, TokenLogprob, prompt_logprobs};
+pub use logprobs::{PositionLogprobs, TokenLogprob, prompt_logprobs, prompt_position_logprobs};
 pub use params::{
     EarlyStopping, ParamWarning, ParamsError, SamplingParams, SamplingType, ValidatedParams,
 };

@@ -104,9 +104,32 @@ pub fn position_logprobs(
     }
 }
 
+/// The logprob details of prompt token `next` from the `row` of logits computed at the position
+/// before it, with `k` alternatives. The row is processed in place with temperature,
+/// top-k/top-p and min-p (vLLM v0's prompt pipeline). This is the per-row form of
+/// [`prompt_logprobs`], for callers that receive a prompt's rows a chunk at a time and keep only
+/// the top-`k` of each.
+pub fn prompt_position_logprobs(
+    params: &ValidatedParams,
+    row: &mut [f32],
+    next: TokenId,
+    k: usize,
+    scratch: &mut Scratch,
+) -> Result<PositionLogprobs, SampleError> {
+    if next as usize >= row.len() {
+        return Err(SampleError::TokenOutOfVocab {
+            token: next,
+            vocab_size: row.len(),
+        });
+    }
+    process_prompt_logits(row, params, scratch)?;
+    let norm = Normalizer::new(row, scratch);
+    Ok(position_logprobs(row, &norm, next, k, scratch))
+}
+
 /// Prompt logprobs: `rows[i]` are the logits computed at prompt position `i` (predicting token
 /// `i + 1`), so a prompt of `L` tokens needs `L − 1` rows. Returns `L` entries, the first `None`
-/// (vLLM's layout). Rows are processed in place with temperature, top-k/top-p and min-p.
+/// (vLLM's layout). Rows are processed in place as [`prompt_position_logprobs`] does.
 pub fn prompt_logprobs(
     params: &ValidatedParams,
     prompt: &[TokenId],
@@ -130,15 +153,9 @@ pub fn prompt_logprobs(
     }
     out.push(None);
     for (row, &next) in rows.chunks_exact_mut(vocab_size).zip(&prompt[1..]) {
-        if next as usize >= vocab_size {
-            return Err(SampleError::TokenOutOfVocab {
-                token: next,
-                vocab_size,
-            });
-        }
-        process_prompt_logits(row, params, scratch)?;
-        let norm = Normalizer::new(row, scratch);
-        out.push(Some(position_logprobs(row, &norm, next, k, scratch)));
+        out.push(Some(prompt_position_logprobs(
+            params, row, next, k, scratch,
+        )?));
     }
     Ok(out)
 }

@@ -74,6 +74,10 @@ pub struct Args {
     /// Worker threads for the model and kernels; default: every core.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Most top logprobs a request may ask for per token (`logprobs`, `top_logprobs`,
+    /// `prompt_logprobs`); more is a 400.
+    #[arg(long, default_value_t = 20)]
+    pub max_logprobs: usize,
     /// Waiting requests above which new ones are answered 503.
     #[arg(long, default_value_t = 1024)]
     pub max_waiting_requests: usize,
@@ -191,6 +195,7 @@ mod tests {
         assert!(args.enable_prefix_caching && args.enable_chunked_prefill);
         assert_eq!(args.preemption_mode, PreemptionModeArg::Auto);
         assert_eq!(args.swap_space_bytes(), 4 << 30);
+        assert_eq!(args.max_logprobs, 20);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 use sampling::SamplingParams;
 pub use sampling::{FinishReason, StopReason};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// `prompt` of `/v1/completions`: text, several texts, token ids, or several lists of token ids.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -214,6 +215,44 @@ pub struct CompletionChoice {
     pub stop_reason: Option<StopReason>,
 }
 
+/// One choice of a whole (not streamed) completion response: the chunk fields plus vLLM's
+/// `prompt_logprobs` (`null` unless asked for, as vLLM writes it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CompletionResponseChoice {
+    /// The fields a streamed choice has too.
+    #[serde(flatten)]
+    pub choice: CompletionChoice,
+    /// Logprobs of the choice's prompt, when asked for.
+    pub prompt_logprobs: Option<Vec<Option<PromptPositionLogprobs>>>,
+}
+
+/// vLLM's `Logprob` of one token in `prompt_logprobs`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PromptTokenLogprob {
+    /// Its log-probability (at least -9999: JSON has no -inf).
+    pub logprob: f32,
+    /// 1-based rank in the position's distribution.
+    pub rank: usize,
+    /// The token's text.
+    pub decoded_token: String,
+}
+
+/// One position of `prompt_logprobs`: a JSON object from token id (a string key) to its
+/// [`PromptTokenLogprob`], in vLLM's order: the actual prompt token first, then the top-`k`
+/// alternatives best first (so `k` or `k + 1` keys).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PromptPositionLogprobs(pub Vec<(u32, PromptTokenLogprob)>);
+
+impl Serialize for PromptPositionLogprobs {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (token, logprob) in &self.0 {
+            map.serialize_entry(&token.to_string(), logprob)?;
+        }
+        map.end()
+    }
+}
+
 /// A response body, or one chunk of a stream (`choices` hold deltas then): the envelope shared
 /// by completions (`C` = [`CompletionChoice`]) and chat (`C` = [`ChatChoice`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -231,6 +270,17 @@ pub struct ResponseBody<C> {
     /// Token counts; absent in chunks unless asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+}
+
+/// A whole (not streamed) chat response: the shared envelope plus vLLM's top-level
+/// `prompt_logprobs` (`null` unless asked for, as vLLM writes it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatCompletionResponse {
+    /// Envelope, choices and usage.
+    #[serde(flatten)]
+    pub body: ResponseBody<ChatChoice>,
+    /// Logprobs of the prompt, when asked for.
+    pub prompt_logprobs: Option<Vec<Option<PromptPositionLogprobs>>>,
 }
 
 /// One token of a chat choice's logprobs.
@@ -367,24 +417,44 @@ mod tests {
 
     #[test]
     fn responses_serialise_as_openai_does() {
+        let choice = CompletionChoice {
+            index: 0,
+            text: "x".into(),
+            logprobs: None,
+            finish_reason: Some(FinishReason::Stop),
+            stop_reason: Some(StopReason::Token(5)),
+        };
         let response = ResponseBody {
             id: "cmpl-1".into(),
             object: "text_completion",
             created: 7,
             model: "m".into(),
-            choices: vec![CompletionChoice {
-                index: 0,
-                text: "x".into(),
-                logprobs: None,
-                finish_reason: Some(FinishReason::Stop),
-                stop_reason: Some(StopReason::Token(5)),
-            }],
+            choices: vec![choice.clone()],
             usage: Some(Usage::new(3, 1, 0)),
         };
         let json = serde_json::to_string(&response).unwrap();
         assert_eq!(
             json,
             r#"{"id":"cmpl-1","object":"text_completion","created":7,"model":"m","choices":[{"index":0,"text":"x","logprobs":null,"finish_reason":"stop","stop_reason":5}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#
+        );
+        let entry = |logprob, rank, text: &str| PromptTokenLogprob {
+            logprob,
+            rank,
+            decoded_token: text.into(),
+        };
+        let whole = CompletionResponseChoice {
+            choice,
+            prompt_logprobs: Some(vec![
+                None,
+                Some(PromptPositionLogprobs(vec![
+                    (12, entry(-2.5, 3, "b")),
+                    (7, entry(-0.5, 1, "a")),
+                ])),
+            ]),
+        };
+        assert_eq!(
+            serde_json::to_string(&whole).unwrap(),
+            r#"{"index":0,"text":"x","logprobs":null,"finish_reason":"stop","stop_reason":5,"prompt_logprobs":[null,{"12":{"logprob":-2.5,"rank":3,"decoded_token":"b"},"7":{"logprob":-0.5,"rank":1,"decoded_token":"a"}}]}"#
         );
         let error = ErrorBody {
             error: ErrorDetail {

@@ -183,6 +183,7 @@ pub fn start(args: &Args) -> Result<Started, String> {
         api_key: args.api_key.clone(),
         max_waiting_requests: args.max_waiting_requests,
         max_parallel_seqs: args.max_num_seqs.min(max_num_batched_tokens),
+        max_logprobs: args.max_logprobs,
         metrics,
         created: unix_now(),
     });

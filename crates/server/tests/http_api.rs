@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, direct_greedy, text};
+use common::{TestServer, direct_greedy, direct_logprob_rows, text};
 use serde_json::{Value, json};
 
 const PROMPT: [u32; 6] = [0, 40, 73, 80, 80, 83];
@@ -256,9 +256,24 @@ async fn bad_requests_get_the_right_status_and_a_message() {
         ),
         (json!({"prompt": "x"}), 400, "model"),
         (
-            json!({"model": "vellum-demo", "prompt": "x", "prompt_logprobs": 1}),
+            json!({"model": "vellum-demo", "prompt": "x", "prompt_logprobs": 21}),
             400,
-            "prompt_logprobs",
+            "Requested prompt logprobs of 21, which is greater than max allowed: 20",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "logprobs": 21}),
+            400,
+            "Requested sample logprobs of 21, which is greater than max allowed: 20",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "prompt_logprobs": -1}),
+            400,
+            "prompt_logprobs must be non-negative",
+        ),
+        (
+            json!({"model": "vellum-demo", "prompt": "x", "prompt_logprobs": 1, "stream": true}),
+            400,
+            "`prompt_logprobs` are not available when `stream=True`.",
         ),
         (
             json!({"model": "vellum-demo", "prompt": "x", "n": 300}),
@@ -347,4 +362,192 @@ async fn a_repeated_prompt_is_served_from_the_prefix_cache() {
         80.0
     );
     assert_eq!(server.metric("vellum:prefix_cache_hits_total").await, 32.0);
+}
+
+/// Checks a response's `prompt_logprobs` for `prompt` against the model crate's own dense
+/// forward: one entry per prompt token, the first null, each later one holding the actual token
+/// with its logprob and rank plus the top-`k` alternatives ranked 1..=k.
+fn check_prompt_logprobs(list: &Value, prompt: &[u32], reference: &[Vec<f64>], k: usize) {
+    let list = list.as_array().expect("prompt_logprobs is a list");
+    assert_eq!(list.len(), prompt.len());
+    assert!(list[0].is_null(), "the first prompt token has no logprob");
+    for (position, entry) in list.iter().enumerate().skip(1) {
+        let expected = &reference[position - 1];
+        let entry = entry.as_object().unwrap();
+        assert!(
+            (k..=k + 1).contains(&entry.len()),
+            "top-{k} plus the actual token: {entry:?}"
+        );
+        let actual = prompt[position];
+        let token = &entry[&actual.to_string()];
+        let logprob = token["logprob"].as_f64().unwrap();
+        assert!(
+            (logprob - expected[actual as usize]).abs() < 1e-4,
+            "{position}: {token}"
+        );
+        // The rank counts the tokens above it; a tolerance keeps near-ties from flaking.
+        let above = |slack: f64| expected.iter().filter(|&&l| l > logprob + slack).count();
+        let rank = token["rank"].as_u64().unwrap() as usize;
+        assert!(
+            (above(1e-4) + 1..=above(-1e-4) + 1).contains(&rank),
+            "{position}: {token}"
+        );
+        assert!(token["decoded_token"].is_string());
+        let mut sorted = expected.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let mut ranks: Vec<usize> = Vec::new();
+        for (id, alternative) in entry {
+            let id: usize = id.parse().unwrap();
+            let logprob = alternative["logprob"].as_f64().unwrap();
+            assert!((logprob - expected[id]).abs() < 1e-4, "{position}: {id}");
+            let rank = alternative["rank"].as_u64().unwrap() as usize;
+            if id != actual as usize || rank <= k {
+                assert!(
+                    (logprob - sorted[rank - 1]).abs() < 1e-4,
+                    "{position}: {id} rank {rank}"
+                );
+                ranks.push(rank);
+            }
+        }
+        ranks.sort_unstable();
+        assert_eq!(ranks, (1..=k).collect::<Vec<_>>(), "{position}: {entry:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_logprobs_match_the_model_crate_across_chunks_and_the_prefix_cache() {
+    // 16-token steps: the 40-token prompt is computed in three chunks.
+    let server = TestServer::start(&["--max-num-batched-tokens", "16"]).await;
+    let total_blocks = server.metric("vellum:kv_cache_free_blocks").await;
+    let prompt: Vec<u32> = (0..40).map(|i| 2 + (i * 37) % 250).collect();
+    let reference = direct_logprob_rows(&prompt);
+    let body = json!({"model": "vellum-demo", "prompt": prompt, "max_tokens": 3, "n": 2,
+                      "seed": 3, "temperature": 1.0, "prompt_logprobs": 3, "ignore_eos": true});
+    for attempt in 0..2 {
+        let (status, response) = server.post("/v1/completions", &body).await;
+        assert_eq!(status, 200, "{response}");
+        let choices = response["choices"].as_array().unwrap();
+        check_prompt_logprobs(&choices[0]["prompt_logprobs"], &prompt, &reference, 3);
+        assert_eq!(choices[0]["prompt_logprobs"], choices[1]["prompt_logprobs"]);
+        assert!(
+            response["usage"].get("prompt_tokens_details").is_none(),
+            "attempt {attempt}: a prompt_logprobs request does not read the prefix cache"
+        );
+    }
+
+    // Zero alternatives: the actual token alone; the same for every prompt and every beam.
+    let (status, response) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "vellum-demo", "prompt": [prompt.clone(), prompt[..5].to_vec()],
+            "max_tokens": 3, "n": 2, "best_of": 2, "use_beam_search": true, "temperature": 0,
+            "prompt_logprobs": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+    let choices = response["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    check_prompt_logprobs(&choices[1]["prompt_logprobs"], &prompt, &reference, 0);
+    check_prompt_logprobs(&choices[3]["prompt_logprobs"], &prompt[..5], &reference, 0);
+
+    // Without the field it is null, as vLLM writes it; a one-token prompt gets `[null]`.
+    let (_, plain) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "vellum-demo", "prompt": [5], "max_tokens": 1}),
+        )
+        .await;
+    assert_eq!(plain["choices"][0]["prompt_logprobs"], Value::Null);
+    let (_, single) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "vellum-demo", "prompt": [5], "max_tokens": 1, "prompt_logprobs": 2}),
+        )
+        .await;
+    assert_eq!(single["choices"][0]["prompt_logprobs"], json!([null]));
+
+    // Chat puts them at the top level.
+    let messages = json!([{"role": "user", "content": "Hi there"}]);
+    let (status, chat) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "vellum-demo", "messages": messages, "max_tokens": 2,
+                    "temperature": 0, "prompt_logprobs": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{chat}");
+    let rendered = "user: Hi there\nassistant: ";
+    let (_, tokenized) = server
+        .post(
+            "/tokenize",
+            &json!({"prompt": rendered, "add_special_tokens": false}),
+        )
+        .await;
+    let chat_prompt: Vec<u32> = serde_json::from_value(tokenized["tokens"].clone()).unwrap();
+    check_prompt_logprobs(
+        &chat["prompt_logprobs"],
+        &chat_prompt,
+        &direct_logprob_rows(&chat_prompt),
+        1,
+    );
+    assert!(chat["choices"][0].get("prompt_logprobs").is_none());
+
+    // Streaming accepts zero (vLLM computes nothing for it) and its chunks carry no field.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["prompt_logprobs"] = json!(0);
+    let chunks = server.stream("/v1/completions", &streamed).await;
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk["choices"][0].get("prompt_logprobs").is_none())
+    );
+    server.wait_until_idle(total_blocks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_logprobs_survive_recompute_preemption() {
+    // 16 blocks of 16 tokens (2 layers × (K, V) × 2 KV heads × 16 × f32 per token) for six
+    // requests of 100 tokens (7 blocks) each: some are preempted and re-prefilled, some in the
+    // middle of their chunked prompt.
+    let blocks = 16;
+    let memory = (blocks * 2 * 2 * 2 * 16 * 4 * 16).to_string();
+    let server = TestServer::start(&[
+        "--kv-cache-memory",
+        &memory,
+        "--max-model-len",
+        "128",
+        "--preemption-mode",
+        "recompute",
+        "--max-num-batched-tokens",
+        "16",
+    ])
+    .await;
+    assert_eq!(
+        server.metric("vellum:kv_cache_free_blocks").await,
+        blocks as f64
+    );
+    let prompts: Vec<Vec<u32>> = (0..6u32)
+        .map(|r| (0..40).map(|i| 2 + (i * 11 + r * 7) % 250).collect())
+        .collect();
+    let requests = prompts.iter().map(|prompt| {
+        let body = json!({"model": "vellum-demo", "prompt": prompt, "max_tokens": 60,
+                          "temperature": 0, "prompt_logprobs": 2, "ignore_eos": true});
+        let server = &server;
+        async move { server.post("/v1/completions", &body).await }
+    });
+    let responses = futures::future::join_all(requests).await;
+    for (prompt, (status, response)) in prompts.iter().zip(responses) {
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(response["usage"]["completion_tokens"], 60);
+        check_prompt_logprobs(
+            &response["choices"][0]["prompt_logprobs"],
+            prompt,
+            &direct_logprob_rows(prompt),
+            2,
+        );
+    }
+    // Panics if the counter has no sample, i.e. nothing was preempted.
+    assert!(server.metric("vellum:num_preemptions_total").await >= 1.0);
+    server.wait_until_idle(blocks as f64).await;
 }

@@ -8,12 +8,16 @@ use axum::response::{IntoResponse, Response};
 use sampling::PositionLogprobs;
 
 use super::AppState;
-use super::generate::{Envelope, collect, finish_fields, json_logprob, stream_chunks, token_text};
+use super::generate::{
+    Envelope, collect, finish_fields, json_logprob, prompt_logprobs_json, stream_chunks,
+    streamed_prompt_logprobs, token_text,
+};
 use crate::api_error::{ApiError, ApiJson};
 use crate::chat::TemplateMessage;
 use crate::engine::ChoiceDelta;
 use crate::openai::{
-    ChatChoice, ChatCompletionRequest, ChatLogprobs, ChatMessageOut, ChatTokenLogprob,
+    ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, ChatMessageOut,
+    ChatTokenLogprob,
 };
 
 /// Answers a chat request, streamed or whole.
@@ -53,7 +57,9 @@ pub async fn chat_completions(
             .await
             .map_err(|error| ApiError::Internal(format!("tokenizer task failed: {error}")))??
     };
-    let submission = state.prepare(vec![prompt], request.sampling_params(), request.priority)?;
+    let mut params = request.sampling_params();
+    streamed_prompt_logprobs(&mut params, request.stream)?;
+    let submission = state.prepare(vec![prompt], params, request.priority)?;
     let n = submission.params.n();
     let (receivers, guard) = state.submit("chatcmpl", submission)?;
     let envelope = Envelope::new("chatcmpl", &state);
@@ -61,6 +67,11 @@ pub async fn chat_completions(
 
     if !request.stream {
         let (choices, usage) = collect(receivers, guard, n).await?;
+        // One prompt: every choice carries the same list.
+        let prompt_logprobs = choices
+            .first()
+            .and_then(|choice| choice.prompt_logprobs.as_ref())
+            .map(|list| prompt_logprobs_json(&state, list));
         let choices = choices
             .into_iter()
             .enumerate()
@@ -81,7 +92,10 @@ pub async fn chat_completions(
                 }
             })
             .collect();
-        let body = envelope.wrap("chat.completion", choices, Some(usage.into()));
+        let body = ChatCompletionResponse {
+            body: envelope.wrap("chat.completion", choices, Some(usage.into())),
+            prompt_logprobs,
+        };
         return Ok(Json(body).into_response());
     }
 

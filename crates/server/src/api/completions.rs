@@ -9,17 +9,23 @@ use axum::response::{IntoResponse, Response};
 use sampling::PositionLogprobs;
 
 use super::AppState;
-use super::generate::{Envelope, collect, finish_fields, json_logprob, stream_chunks, token_text};
+use super::generate::{
+    Envelope, collect, finish_fields, json_logprob, prompt_logprobs_json, stream_chunks,
+    streamed_prompt_logprobs, token_text,
+};
 use crate::api_error::{ApiError, ApiJson};
 use crate::engine::ChoiceDelta;
-use crate::openai::{CompletionChoice, CompletionLogprobs, CompletionRequest, PromptInput};
+use crate::openai::{
+    CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponseChoice, PromptInput,
+};
 
 /// Answers a completion request, streamed or whole.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
-    ApiJson(request): ApiJson<CompletionRequest>,
+    ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(&request.model)?;
+    streamed_prompt_logprobs(&mut request.params, request.stream)?;
     let prompts = tokenize_prompts(&state, request.prompt).await?;
     let echoes: Vec<String> = if request.echo {
         prompts
@@ -45,12 +51,17 @@ pub async fn completions(
                     legacy_logprobs(&state, &choice.logprobs, &choice.token_ids, echo.len())
                 });
                 let (finish_reason, stop_reason) = finish_fields(choice.finish);
-                CompletionChoice {
-                    index,
-                    text: format!("{echo}{}", choice.text),
-                    logprobs,
-                    finish_reason,
-                    stop_reason,
+                CompletionResponseChoice {
+                    choice: CompletionChoice {
+                        index,
+                        text: format!("{echo}{}", choice.text),
+                        logprobs,
+                        finish_reason,
+                        stop_reason,
+                    },
+                    prompt_logprobs: choice
+                        .prompt_logprobs
+                        .map(|list| prompt_logprobs_json(&state, &list)),
                 }
             })
             .collect();

@@ -14,8 +14,8 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
 use super::AppState;
 use crate::api_error::ApiError;
-use crate::engine::{AbortOnDrop, ChoiceDelta, Event, Usage as EngineUsage};
-use crate::openai::{ErrorBody, ResponseBody, Usage};
+use crate::engine::{AbortOnDrop, ChoiceDelta, Event, PromptLogprobs, Usage as EngineUsage};
+use crate::openai::{ErrorBody, PromptPositionLogprobs, PromptTokenLogprob, ResponseBody, Usage};
 
 /// A whole choice, accumulated from its deltas.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,6 +28,8 @@ pub struct Choice {
     pub logprobs: Vec<sampling::PositionLogprobs>,
     /// Why it ended.
     pub finish: Option<(FinishReason, Option<StopReason>)>,
+    /// Logprobs of its prompt, when asked for.
+    pub prompt_logprobs: Option<PromptLogprobs>,
 }
 
 impl Choice {
@@ -66,11 +68,20 @@ impl AppState {
         for warning in warnings {
             tracing::warn!("request parameters adjusted: {warning}");
         }
-        if params.prompt_logprobs().is_some() {
-            return Err(ApiError::BadRequest {
-                message: "prompt_logprobs is not supported by this server yet; omit it.".into(),
-                param: Some("prompt_logprobs".into()),
-            });
+        for (field, kind, requested) in [
+            ("logprobs", "sample", params.logprobs()),
+            ("prompt_logprobs", "prompt", params.prompt_logprobs()),
+        ] {
+            if let Some(requested) = requested.filter(|&k| k > self.max_logprobs) {
+                return Err(ApiError::BadRequest {
+                    message: format!(
+                        "Requested {kind} logprobs of {requested}, which is greater than max \
+                         allowed: {} (--max-logprobs).",
+                        self.max_logprobs
+                    ),
+                    param: Some(field.into()),
+                });
+            }
         }
         if params.best_of() > self.max_parallel_seqs {
             return Err(ApiError::BadRequest {
@@ -178,6 +189,11 @@ pub async fn collect(
                         .ok_or_else(|| ApiError::Internal(format!("choice {slot} out of range")))?
                         .extend(delta);
                 }
+                Some(Event::PromptLogprobs(list)) => {
+                    for choice in &mut choices[prompt_index * n..(prompt_index + 1) * n] {
+                        choice.prompt_logprobs = Some(list.clone());
+                    }
+                }
                 Some(Event::Done(done)) => {
                     usage += done;
                     break;
@@ -189,6 +205,55 @@ pub async fn collect(
     }
     guard.disarm();
     Ok((choices, usage))
+}
+
+/// Applies vLLM's rule for `prompt_logprobs` in a streamed request: a positive count is refused
+/// (stream chunks have no field for them), and zero is accepted but nothing is computed.
+pub fn streamed_prompt_logprobs(params: &mut SamplingParams, stream: bool) -> Result<(), ApiError> {
+    match params.prompt_logprobs {
+        Some(k) if stream && k > 0 => Err(ApiError::BadRequest {
+            message: "`prompt_logprobs` are not available when `stream=True`.".into(),
+            param: Some("prompt_logprobs".into()),
+        }),
+        Some(0) if stream => {
+            params.prompt_logprobs = None;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// vLLM's `prompt_logprobs` of a choice: per prompt token, the actual token then the top-`k`
+/// alternatives, each with its logprob (floored for JSON), rank and text.
+pub fn prompt_logprobs_json(
+    state: &Arc<AppState>,
+    list: &PromptLogprobs,
+) -> Vec<Option<PromptPositionLogprobs>> {
+    let entry = |logprob: f32, rank: usize, token: u32| PromptTokenLogprob {
+        logprob: json_logprob(logprob),
+        rank,
+        decoded_token: token_text(state, token),
+    };
+    list.iter()
+        .map(|position| {
+            let position = position.as_ref()?;
+            let chosen = &position.chosen;
+            let mut tokens = vec![(
+                chosen.token,
+                entry(chosen.logprob, chosen.rank, chosen.token),
+            )];
+            for alternative in &position.top {
+                if alternative.token == chosen.token {
+                    // vLLM's dictionary update: the top-k rank wins, the key stays first.
+                    tokens[0].1.rank = alternative.rank;
+                } else {
+                    let alt = entry(alternative.logprob, alternative.rank, alternative.token);
+                    tokens.push((alternative.token, alt));
+                }
+            }
+            Some(PromptPositionLogprobs(tokens))
+        })
+        .collect()
 }
 
 /// The parts of a response shared by its body and every chunk of its stream.
@@ -307,6 +372,8 @@ where
                 break;
             };
             let item = match event {
+                // Streams never carry them (see `streamed_prompt_logprobs`).
+                Event::PromptLogprobs(_) => continue,
                 Event::Delta(mut delta) => {
                     delta.index += prompt * n;
                     StreamItem::Delta(delta)

@@ -49,6 +49,8 @@ pub struct AppState {
     /// Most sequences one request may run at once (`best_of`, beam width): the scheduler's
     /// `min(max_num_seqs, max_num_batched_tokens)`.
     pub max_parallel_seqs: usize,
+    /// Most top logprobs a request may ask for, per generated or prompt token (`--max-logprobs`).
+    pub max_logprobs: usize,
     /// Metrics rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Unix seconds at startup.

@@ -17,7 +17,7 @@ use scheduler::{
     FinishReason as SchedFinish, IgnoreReason, PreemptionMode, Request, Scheduler, SchedulerOutput,
 };
 
-use super::batch::pack;
+use super::batch::{PromptRows, pack};
 use super::request::ActiveRequest;
 use super::{Command, EngineStatus, NewRequest};
 use crate::metrics::Metrics;
@@ -163,10 +163,17 @@ impl Engine {
         let parallel = params.best_of();
         let max_new = params.max_tokens().unwrap_or(0);
         let prompt_len = prompt.len();
-        let scheduled = Request::new(id.clone(), prompt.clone(), 0.0)
+        let mut scheduled = Request::new(id.clone(), prompt.clone(), 0.0)
             .with_priority(priority)
             .with_max_parallel_seqs(parallel)
             .with_max_new_tokens(max_new);
+        if params.prompt_logprobs().is_some() {
+            // Tokens served from the prefix cache are not computed, so they would have no
+            // logits: like vLLM, such a request does not read the cache. A key of its own keeps
+            // it from matching other requests' blocks (only its own, after a recompute
+            // preemption, whose positions it has already summarised).
+            scheduled = scheduled.with_extra_keys(format!("prompt_logprobs/{id}").into_bytes());
+        }
         let root = match self.scheduler.add_request(scheduled) {
             Ok(root) => root,
             Err(error) => {
@@ -222,7 +229,12 @@ impl Engine {
             self.fail_scheduled(&output, &format!("KV cache copy failed: {error}"));
             return;
         }
-        let packed = match pack(&self.scheduler, &output) {
+        let requests = &self.requests;
+        let prompt_positions = |id: &str| {
+            let collector = requests.get(id)?.prompt_logprobs.as_ref()?;
+            Some(collector.pending())
+        };
+        let packed = match pack(&self.scheduler, &output, prompt_positions) {
             Ok(packed) => packed,
             Err(error) => {
                 self.fail_scheduled(&output, &format!("could not build the batch: {error}"));
@@ -249,6 +261,9 @@ impl Engine {
             .inc_by(packed.num_prefill_tokens as u64);
         self.log.prompt_tokens += packed.num_prefill_tokens;
         self.record_prefix_hits(&output);
+        for rows in &packed.prompt_rows {
+            self.absorb_prompt_rows(rows, &mut logits);
+        }
         let row_of: HashMap<SeqId, usize> = packed
             .logit_seqs
             .iter()
@@ -281,6 +296,24 @@ impl Engine {
                     .inc_by(request.prompt_len as u64);
                 self.metrics.prefix_cache_hits.inc_by(first.start as u64);
             }
+        }
+    }
+
+    /// Hands the logits rows of `rows` to their request's prompt-logprob collector.
+    fn absorb_prompt_rows(&mut self, rows: &PromptRows, logits: &mut [f32]) {
+        let id = rows.request_id.as_ref();
+        let Some(request) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(collector) = request.prompt_logprobs.as_mut() else {
+            return;
+        };
+        let vocab = self.model_context.vocab_size;
+        let slice = &mut logits[rows.first_row * vocab..(rows.first_row + rows.count) * vocab];
+        let params = request.decoder.params();
+        let prompt = request.decoder.prompt();
+        if let Err(error) = collector.absorb(params, prompt, rows.first_position, slice, vocab) {
+            self.fail_request(id, &error);
         }
     }
 
@@ -372,6 +405,16 @@ impl Engine {
             .generation_tokens
             .inc_by(step.appends.len() as u64);
         self.log.generated_tokens += step.appends.len();
+        // The first token means the whole prompt was computed: its logprobs are complete.
+        if let Some(collector) = request.prompt_logprobs.take() {
+            let list = match collector.finish() {
+                Ok(list) => list,
+                Err(error) => return self.fail_request(id, &error),
+            };
+            if !request.emit_prompt_logprobs(list) {
+                return self.abort(id);
+            }
+        }
         if !request.emit_step(&step) {
             return self.abort(id);
         }

@@ -7,6 +7,7 @@
 
 mod batch;
 pub mod core;
+mod prompt_logprobs;
 mod request;
 
 use std::sync::Arc;
@@ -58,9 +59,17 @@ pub struct ChoiceDelta {
     pub finish: Option<(FinishReason, Option<StopReason>)>,
 }
 
-/// Events of one request, in order: any number of `Delta`s, then exactly one `Done` or `Failed`.
+/// A request's prompt logprobs in vLLM's layout: one entry per prompt token, the first `None`;
+/// entry `i` holds prompt token `i` and the top-`k` alternatives at its position.
+pub type PromptLogprobs = Arc<[Option<PositionLogprobs>]>;
+
+/// Events of one request, in order: its `PromptLogprobs` when asked for, any number of `Delta`s,
+/// then exactly one `Done` or `Failed`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// The prompt logprobs, sent once the prompt is computed, before the first `Delta`. They
+    /// belong to every choice of the request (all choices share the prompt).
+    PromptLogprobs(PromptLogprobs),
     /// Incremental output. Sent while decoding for requests whose choices are known as they are
     /// generated (plain and parallel sampling with `best_of == n`); for beam search and
     /// `best_of > n` every choice's whole output comes in one delta at the end.

@@ -9,7 +9,8 @@ use sampling::sequence::SequenceState;
 use sampling::{FinishReason, GroupDecoder, GroupStep, SamplingType};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{ChoiceDelta, Event, Usage};
+use super::prompt_logprobs::PromptLogprobsCollector;
+use super::{ChoiceDelta, Event, PromptLogprobs, Usage};
 
 /// Engine-side state of one request.
 ///
@@ -33,6 +34,9 @@ pub struct ActiveRequest {
     pub first_token: Option<Instant>,
     /// Tokens generated over all sequences.
     pub generated: usize,
+    /// Prompt logprobs being collected: `Some` from arrival (when asked for) until they are
+    /// sent with the first sampled token, so a later re-prefill does not collect them again.
+    pub prompt_logprobs: Option<PromptLogprobsCollector>,
 }
 
 impl ActiveRequest {
@@ -47,6 +51,9 @@ impl ActiveRequest {
         let params = decoder.params();
         let incremental =
             params.sampling_type() != SamplingType::Beam && params.best_of() == params.n();
+        let prompt_logprobs = params
+            .prompt_logprobs()
+            .map(|k| PromptLogprobsCollector::new(k, prompt_len));
         ActiveRequest {
             decoder,
             events,
@@ -58,6 +65,7 @@ impl ActiveRequest {
             arrival,
             first_token: None,
             generated: 0,
+            prompt_logprobs,
         }
     }
 
@@ -78,6 +86,11 @@ impl ActiveRequest {
     /// Forgets the scheduler id of decoder sequence `dec` (its blocks were freed).
     pub fn unlink(&mut self, dec: SeqId) {
         self.to_sched.remove(&dec);
+    }
+
+    /// Sends the prompt logprobs. Returns `false` if the client is gone.
+    pub fn emit_prompt_logprobs(&self, list: PromptLogprobs) -> bool {
+        self.events.send(Event::PromptLogprobs(list)).is_ok()
     }
 
     /// Sends the deltas of `step` when the request streams incrementally. Returns `false` if

@@ -179,3 +179,25 @@ pub fn direct_greedy(prompt: &[u32], max_tokens: usize) -> String {
     }
     tokenizer.decode(&tokens[prompt.len()..]).unwrap()
 }
+
+/// Log-softmax of the demo model's logits at every position of `prompt`, computed directly with
+/// the model crate (dense attention, no cache): row `i` is the distribution of token `i + 1`.
+pub fn direct_logprob_rows(prompt: &[u32]) -> Vec<Vec<f64>> {
+    let model = models::demo_model(candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let logits = model.forward_dense(&[prompt]).unwrap();
+    (0..prompt.len())
+        .map(|position| {
+            let row: Vec<f64> = logits
+                .get(position)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let max = row.iter().copied().fold(f64::MIN, f64::max);
+            let log_total = row.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+            row.iter().map(|l| l - max - log_total).collect()
+        })
+        .collect()
+}
