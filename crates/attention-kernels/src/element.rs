@@ -126,7 +126,7 @@ impl KvElement for bf16 {
 
 /// Widens bfloat16 bits to f32: bf16 is the upper half of an f32.
 #[inline(always)]
-fn bf16_bits_to_f32(bits: u16) -> f32 {
+pub(crate) fn bf16_bits_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
@@ -135,7 +135,7 @@ fn bf16_bits_to_f32(bits: u16) -> f32 {
 /// Normal numbers are re-biased; subnormals are renormalised by a float subtraction; infinities
 /// and NaNs keep an all-ones exponent.
 #[inline(always)]
-fn f16_bits_to_f32(bits: u16) -> f32 {
+pub(crate) fn f16_bits_to_f32(bits: u16) -> f32 {
     const SHIFTED_EXP: u32 = 0x7c00 << 13;
     let magnitude = (u32::from(bits) & 0x7fff) << 13;
     let exp = magnitude & SHIFTED_EXP;

@@ -2,8 +2,9 @@
 //!
 //! A work item is (sequence, range of kv heads, range of query rows, range of key positions).
 //! Prefill sequences are cut into query tiles per kv head (compute-bound: many items, no merge
-//! needed). Decode sequences take one item each when there are enough of them; otherwise they
-//! are split per kv head and, if still too few, into key partitions (vLLM v2 style) whose partial
+//! needed). Decode sequences are memory-bound: each item covers all kv heads of its sequence, so
+//! it reads whole (contiguous) slot rows of the NHD planes. They take one item each when there
+//! are enough of them; otherwise they are split into key partitions (vLLM v2 style) whose partial
 //! softmax states are merged afterwards.
 
 use std::ops::Range;
@@ -72,16 +73,10 @@ pub(crate) fn plan(
 ) -> Plan {
     let wanted_items = threads.max(1) * config.items_per_thread.max(1);
     let decode_seqs = meta.seqs().iter().filter(|s| s.query_len == 1).count();
-    let split_heads = decode_seqs < wanted_items;
-    let decode_items = if split_heads {
-        decode_seqs * num_kv_heads
-    } else {
-        decode_seqs
-    };
-    let partitions = if decode_items == 0 {
+    let partitions = if decode_seqs == 0 {
         1
     } else {
-        wanted_items.div_ceil(decode_items)
+        wanted_items.div_ceil(decode_seqs)
     };
     let tile_rows = (config.query_tile_vectors / group_size).max(1);
 
@@ -93,25 +88,21 @@ pub(crate) fn plan(
     for (seq_index, seq) in meta.seqs().iter().enumerate() {
         let first_group = out.groups.len();
         if seq.query_len == 1 {
-            let heads_per_item = if split_heads { 1 } else { num_kv_heads };
-            let head_ranges = split_range(0..num_kv_heads, heads_per_item);
             let part_len = partition_len(seq.context_len, partitions, config.min_partition_len);
-            for kv_heads in head_ranges {
-                let start = out.items.len();
-                for keys in split_range(0..seq.context_len, part_len) {
-                    out.items.push(WorkItem {
-                        seq: seq_index,
-                        kv_heads: kv_heads.clone(),
-                        q_rows: 0..1,
-                        keys,
-                    });
-                }
-                out.groups.push(OutputGroup {
-                    kv_heads,
+            let start = out.items.len();
+            for keys in split_range(0..seq.context_len, part_len) {
+                out.items.push(WorkItem {
+                    seq: seq_index,
+                    kv_heads: 0..num_kv_heads,
                     q_rows: 0..1,
-                    items: start..out.items.len(),
+                    keys,
                 });
             }
+            out.groups.push(OutputGroup {
+                kv_heads: 0..num_kv_heads,
+                q_rows: 0..1,
+                items: start..out.items.len(),
+            });
         } else {
             for kv_head in 0..num_kv_heads {
                 for q_rows in split_range(0..seq.query_len, tile_rows) {
@@ -200,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn small_decode_batches_split_heads_then_keys() {
+    fn small_decode_batches_split_keys_not_heads() {
         let m = meta(&[(1, 2000)]);
         let p = plan(&m, 1, 8, 2, &PlanConfig::default());
         assert_eq!(
@@ -211,6 +202,7 @@ mod tests {
         assert_exact_cover(&m, &p, 1);
         let m = meta(&[(1, 300), (1, 40)]);
         let p = plan(&m, 2, 1, 2, &PlanConfig::default());
+        assert!(p.items.iter().all(|i| i.kv_heads == (0..2)));
         assert_exact_cover(&m, &p, 2);
     }
 

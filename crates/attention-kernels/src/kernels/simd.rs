@@ -1,9 +1,11 @@
-//! Instruction-set dispatch and the vectorisable inner loops (dot, axpy, scale, exp).
+//! Instruction-set dispatch and the vectorisable inner loops (axpy, scale, exp, widening loads).
 //!
 //! The inner loops are plain Rust over fixed 16-lane chunks. They are instantiated inside
 //! functions compiled with `#[target_feature]` (AVX-512 or AVX2+FMA, chosen at runtime), so LLVM
 //! vectorises the same source for the widest unit the CPU has; a portable instantiation serves
 //! every other machine.
+
+use crate::element::{KvDtype, KvElement, bf16_bits_to_f32, f16_bits_to_f32};
 
 /// Width of the fixed lane arrays the loops are written in.
 const LANES: usize = 16;
@@ -43,10 +45,12 @@ pub(crate) trait Simd {
     /// Sum of the 16 lanes.
     fn reduce_add(v: Self::V) -> f32;
 
-    /// `Σ a[i]·b[i]` over the common length.
+    /// Lane `i` of the result is the sum of the lanes of `v[i]` (sixteen horizontal sums at once).
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        portable_dot::<Self>(a, b)
+    fn reduce_16(v: [Self::V; LANES]) -> Self::V {
+        let sums: [f32; LANES] = std::array::from_fn(|i| Self::reduce_add(v[i]));
+        // SAFETY: `sums` holds 16 floats.
+        unsafe { Self::load(sums.as_ptr()) }
     }
 
     /// `acc[i] += p · x[i]` over the common length.
@@ -54,6 +58,63 @@ pub(crate) trait Simd {
     fn axpy(acc: &mut [f32], p: f32, x: &[f32]) {
         portable_axpy::<Self>(acc, p, x)
     }
+
+    /// Loads 16 IEEE half values (as bits) from `src`, widened exactly to f32.
+    ///
+    /// # Safety
+    /// `src..src + 16` must be readable.
+    #[inline(always)]
+    unsafe fn load_f16(src: *const u16) -> Self::V {
+        // SAFETY: the caller guarantees 16 readable elements.
+        let lanes: [f32; LANES] = std::array::from_fn(|i| f16_bits_to_f32(unsafe { *src.add(i) }));
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe { Self::load(lanes.as_ptr()) }
+    }
+
+    /// Loads 16 bfloat16 values (as bits) from `src`, widened exactly to f32.
+    ///
+    /// # Safety
+    /// `src..src + 16` must be readable.
+    #[inline(always)]
+    unsafe fn load_bf16(src: *const u16) -> Self::V {
+        // SAFETY: the caller guarantees 16 readable elements.
+        let lanes: [f32; LANES] = std::array::from_fn(|i| bf16_bits_to_f32(unsafe { *src.add(i) }));
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe { Self::load(lanes.as_ptr()) }
+    }
+}
+
+/// Loads 16 cache elements from `src`, widened exactly to f32 (in registers, no scratch copy).
+///
+/// # Safety
+/// `src..src + 16` must be readable.
+#[inline(always)]
+pub(crate) unsafe fn load_kv<S: Simd, T: KvElement>(src: *const T) -> S::V {
+    // SAFETY: `KvElement` is sealed and `KV_DTYPE` names the one type that implements it with
+    // that tag (f32, f16 or bf16; the half types are `u16` bits), so each cast reinterprets the
+    // same readable elements; readability is the caller's contract.
+    unsafe {
+        match T::KV_DTYPE {
+            KvDtype::F32 => S::load(src.cast()),
+            KvDtype::F16 => S::load_f16(src.cast()),
+            KvDtype::Bf16 => S::load_bf16(src.cast()),
+        }
+    }
+}
+
+/// Loads the first `n < 16` cache elements from `src`, widened to f32; the other lanes are zero.
+///
+/// # Safety
+/// `src..src + n` must be readable.
+#[inline(always)]
+pub(crate) unsafe fn load_kv_partial<S: Simd, T: KvElement>(src: *const T, n: usize) -> S::V {
+    let mut lanes = [0.0f32; LANES];
+    for (i, x) in lanes[..n].iter_mut().enumerate() {
+        // SAFETY: `i < n`, readable by the caller's contract.
+        *x = unsafe { *src.add(i) }.to_f32();
+    }
+    // SAFETY: `lanes` holds 16 floats.
+    unsafe { S::load(lanes.as_ptr()) }
 }
 
 /// Plain Rust, separate multiply and add (no FMA assumed).
@@ -145,25 +206,6 @@ pub(crate) fn run_at<K: SimdTask>(level: SimdLevel, task: K) -> K::Output {
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// Portable dot product in 16 independent f32 lanes.
-#[inline(always)]
-fn portable_dot<S: Simd + ?Sized>(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a_chunks, a_tail) = a[..n].as_chunks::<LANES>();
-    let (b_chunks, b_tail) = b[..n].as_chunks::<LANES>();
-    let mut lanes = [0.0f32; LANES];
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for i in 0..LANES {
-            lanes[i] = S::madd(x[i], y[i], lanes[i]);
-        }
-    }
-    let mut tail = 0.0;
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        tail = S::madd(*x, *y, tail);
-    }
-    sum_lanes(lanes) + tail
-}
-
 /// Pairwise sum of the lanes (a reduction tree LLVM maps to shuffles).
 #[inline(always)]
 fn sum_lanes(mut lanes: [f32; LANES]) -> f32 {
@@ -191,6 +233,32 @@ fn portable_axpy<S: Simd + ?Sized>(acc: &mut [f32], p: f32, x: &[f32]) {
     for (a, v) in acc_tail.iter_mut().zip(x_tail) {
         *a = S::madd(p, *v, *a);
     }
+}
+
+/// The largest of `init` and the elements of `xs` (NaNs ignored), in 16 independent lanes.
+#[inline(always)]
+pub(crate) fn max_of(xs: &[f32], init: f32) -> f32 {
+    let (chunks, tail) = xs.as_chunks::<LANES>();
+    let mut lanes = [init; LANES];
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] = lanes[i].max(c[i]);
+        }
+    }
+    lanes.iter().chain(tail).fold(init, |a, b| a.max(*b))
+}
+
+/// The sum of the elements of `xs`, in 16 independent lanes.
+#[inline(always)]
+pub(crate) fn sum_of(xs: &[f32]) -> f32 {
+    let (chunks, tail) = xs.as_chunks::<LANES>();
+    let mut lanes = [0.0f32; LANES];
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] += c[i];
+        }
+    }
+    sum_lanes(lanes) + tail.iter().sum::<f32>()
 }
 
 /// `xs[i] *= c`.
@@ -257,17 +325,11 @@ mod tests {
     }
 
     #[test]
-    fn dot_and_axpy_handle_tails() {
+    fn axpy_handles_tails() {
         for n in [0, 1, 15, 16, 17, 80, 113] {
             let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
             let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.25).collect();
-            let expected: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             for level in levels() {
-                let got = run_at(level, Dot(&a, &b));
-                assert!(
-                    (got - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
-                    "{level:?} n={n}"
-                );
                 let acc = run_at(level, Axpy(b.clone(), 2.0, &a));
                 for i in 0..n {
                     assert!(
@@ -279,6 +341,51 @@ mod tests {
         }
     }
 
+    /// Vector widening (`load_kv`, `load_kv_partial`) agrees bit for bit with the scalar
+    /// conversion for every f16 and bf16 bit pattern, at every SIMD level.
+    #[test]
+    fn vector_widening_matches_scalar_for_every_bit_pattern() {
+        fn check<T: KvElement>(from_bits: fn(u16) -> T) {
+            let all: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
+            for level in levels() {
+                let got = run_at(level, Widen(&all));
+                for (x, y) in all.iter().zip(&got) {
+                    let expected = x.to_f32();
+                    assert!(
+                        y.to_bits() == expected.to_bits() || (y.is_nan() && expected.is_nan()),
+                        "{level:?} {x:?}: {y} vs {expected}"
+                    );
+                }
+            }
+        }
+        check(half::f16::from_bits);
+        check(half::bf16::from_bits);
+        check(|bits| f32::from(bits) - 3e4);
+    }
+
+    #[test]
+    fn sixteen_sums_at_once_match_single_sums() {
+        let v: Vec<f32> = (0..LANES * LANES)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
+        for level in levels() {
+            let got = run_at(level, Reduce16(&v));
+            for (i, row) in v.chunks_exact(LANES).enumerate() {
+                assert_eq!(got[i], row.iter().sum::<f32>(), "{level:?} lane {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_and_sum_cover_every_element() {
+        for n in [0, 1, 15, 16, 17, 32, 45] {
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 7) % 23) as f32 - 11.0).collect();
+            let max = xs.iter().fold(-100.0f32, |a, b| a.max(*b));
+            assert_eq!(max_of(&xs, -100.0), max, "n={n}");
+            assert_eq!(sum_of(&xs), xs.iter().sum::<f32>(), "n={n}");
+        }
+    }
+
     fn levels() -> Vec<SimdLevel> {
         [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512]
             .into_iter()
@@ -286,11 +393,47 @@ mod tests {
             .collect()
     }
 
-    struct Dot<'a>(&'a [f32], &'a [f32]);
-    impl SimdTask for Dot<'_> {
-        type Output = f32;
-        fn run<S: Simd>(self) -> f32 {
-            S::dot(self.0, self.1)
+    struct Reduce16<'a>(&'a [f32]);
+    impl SimdTask for Reduce16<'_> {
+        type Output = [f32; LANES];
+        fn run<S: Simd>(self) -> [f32; LANES] {
+            // SAFETY: the slice holds 16 rows of 16 floats; `out` holds 16.
+            unsafe {
+                let v = std::array::from_fn(|i| S::load(self.0[i * LANES..].as_ptr()));
+                let mut out = [0.0; LANES];
+                S::store(out.as_mut_ptr(), S::reduce_16(v));
+                out
+            }
+        }
+    }
+
+    /// Widens a slice 16 elements at a time with [`load_kv`] and the tail (and, for good measure,
+    /// every 7th element onwards) with [`load_kv_partial`].
+    struct Widen<'a, T>(&'a [T]);
+    impl<T: KvElement> SimdTask for Widen<'_, T> {
+        type Output = Vec<f32>;
+        fn run<S: Simd>(self) -> Vec<f32> {
+            let src = self.0;
+            let mut out = vec![0.0f32; src.len().next_multiple_of(LANES)];
+            for (i, dst) in out.chunks_exact_mut(LANES).enumerate() {
+                let start = i * LANES;
+                let n = (src.len() - start).min(LANES);
+                let p = src[start..].as_ptr();
+                // SAFETY: `n` elements from `start` are in `src`; `dst` holds 16 floats.
+                unsafe {
+                    let v = if n == LANES && i % 7 != 0 {
+                        load_kv::<S, T>(p)
+                    } else {
+                        load_kv_partial::<S, T>(p, n.min(LANES - 1))
+                    };
+                    S::store(dst.as_mut_ptr(), v);
+                    if n == LANES && i % 7 == 0 {
+                        dst[LANES - 1] = src[start + LANES - 1].to_f32();
+                    }
+                }
+            }
+            out.truncate(src.len());
+            out
         }
     }
 
