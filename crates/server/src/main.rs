@@ -3,8 +3,28 @@
 use clap::Parser;
 use server::cli::Args;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // candle runs its larger element-wise ops on a thread pool of its own whose idle workers
+    // spin for about a millisecond, on the cores rayon's workers need for the next product or
+    // attention call. One pool owns the cores: candle's ops run inline (unless the user says
+    // otherwise), the products and kernels on rayon (`--threads`).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet (the runtime starts below).
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(serve()),
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
