@@ -12,7 +12,8 @@
 //! of a panel would wait on DRAM while the later ones run from L2. So while the tiles of one panel
 //! compute, they prefetch the next panel into L2, spread evenly over all their iterations, which
 //! overlaps the stream with the arithmetic (about 1.4× at 32 rows on this machine). With many rows
-//! the product is compute-bound and the prefetches are left out.
+//! the product is compute-bound, and with one tile (batch ≤ 6) there is no arithmetic to hide the
+//! stream behind: both leave the prefetches out.
 
 use std::arch::x86_64::{
     __m512, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
@@ -34,7 +35,8 @@ const LANES: usize = 16;
 const TILE_ROWS: usize = 6;
 /// f32 per cache line: a panel row of [`PANEL`] f32 is four lines.
 const LINE: usize = 16;
-/// Largest row count whose products prefetch the next panel (above it they are compute-bound).
+/// Largest row count whose products prefetch the next panel (above it they are compute-bound);
+/// the smallest is `TILE_ROWS + 1`.
 const PREFETCH_MAX_ROWS: usize = 96;
 /// Inner-dimension iterations between two batches of prefetches.
 const PREFETCH_CHUNK: usize = 16;
@@ -115,7 +117,7 @@ impl PackedWeight {
         (0..runs).into_par_iter().for_each(|run| {
             let own = run * panels / runs..(run + 1) * panels / runs;
             for panel in own.clone() {
-                let prefetch_next = m <= PREFETCH_MAX_ROWS && panel + 1 < own.end;
+                let prefetch_next = m > TILE_ROWS && m <= PREFETCH_MAX_ROWS && panel + 1 < own.end;
                 // SAFETY: panels write disjoint columns of `out`, which outlives this call, and
                 // `PackedWeight` exists only on CPUs with AVX-512F.
                 unsafe {
