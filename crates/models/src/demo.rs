@@ -90,7 +90,8 @@ impl LlamaShape {
         2 * (self.parameter_count() - self.num_layers * 2 * self.hidden_size - self.hidden_size)
     }
 
-    fn config(&self) -> ModelConfig {
+    /// The Llama model configuration of this shape.
+    pub(crate) fn config(&self) -> ModelConfig {
         ModelConfig {
             family: Family::Llama,
             hidden_size: self.hidden_size,

@@ -8,6 +8,11 @@ use crate::layers::linear::Linear;
 use crate::tensor_names::{FamilyNames, UpNames};
 use crate::weight_source::WeightSource;
 
+/// Rows the MLP takes at once. A long prefill's intermediate activations (`rows × 2 ×
+/// intermediate` f32) stay below glibc's 32 MiB mmap threshold, so their buffers are reused from
+/// the heap instead of being mapped, faulted in page by page and unmapped on every layer.
+const CHUNK_ROWS: usize = 512;
+
 /// A gated (SiLU) or plain (ReLU / tanh-GELU) MLP.
 ///
 /// Invariant: for [`MlpKind::GatedSilu`] `up` produces `[gate | up]`, `2 * intermediate` wide;
@@ -60,8 +65,21 @@ impl Mlp {
         })
     }
 
-    /// Applies the MLP to `x: [tokens, hidden]`.
+    /// Applies the MLP to `x: [tokens, hidden]`, at most [`CHUNK_ROWS`] rows at a time.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let tokens = x.dim(0)?;
+        if tokens <= CHUNK_ROWS {
+            return self.forward_rows(x);
+        }
+        let chunks = (0..tokens)
+            .step_by(CHUNK_ROWS)
+            .map(|start| self.forward_rows(&x.narrow(0, start, CHUNK_ROWS.min(tokens - start))?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&chunks, 0)?)
+    }
+
+    /// [`Mlp::forward`] of one chunk of rows.
+    fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
         let up = self.up.forward(x)?;
         let activated = match self.kind {
             MlpKind::GatedSilu => {
@@ -73,5 +91,35 @@ impl Mlp {
             MlpKind::GeluTanh => up.gelu()?,
         };
         self.down.forward(&activated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+    use crate::demo::LlamaShape;
+    use crate::weight_source::RandomSource;
+
+    /// A prefill longer than `CHUNK_ROWS` gives exactly the rows of one unchunked pass.
+    #[test]
+    fn chunked_rows_equal_one_pass() -> Result<()> {
+        let config = LlamaShape::demo().config();
+        let source = RandomSource {
+            seed: 5,
+            dtype: DType::F32,
+            device: Device::Cpu,
+        };
+        let names = FamilyNames::of(config.family);
+        let mlp = Mlp::load(&source, &config, &names, "model.layers.0.")?;
+        let rows = 2 * CHUNK_ROWS + 37;
+        let x = Tensor::randn(0f32, 1.0, (rows, config.hidden_size), &Device::Cpu)?;
+        let chunked = mlp.forward(&x)?;
+        let whole = mlp.forward_rows(&x)?;
+        assert_eq!(chunked.dims(), whole.dims());
+        let difference = (chunked - whole)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(difference, 0.0);
+        Ok(())
     }
 }

@@ -106,7 +106,9 @@ impl PackedWeight {
             return Err(candle_core::Error::Msg("packed product of a non-CPU input".into()).into());
         };
         let a = &data[start..end];
-        let mut out = vec![0.0f32; m * self.n];
+        // Left uninitialised: the tiles write every element (all rows of every panel, the last
+        // panel's tail columns by masked stores), so zeroing it first would be a wasted pass.
+        let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
         let out_addr = out.as_mut_ptr() as usize;
         let panels = self.n.div_ceil(PANEL);
         // One contiguous run of panels per worker, so each panel's successor is prefetched by the
@@ -133,6 +135,8 @@ impl PackedWeight {
             }
         });
         drop(storage);
+        // SAFETY: every one of the `m · n` elements was written above (see the allocation).
+        unsafe { out.set_len(m * self.n) };
         Ok(Tensor::from_vec(out, (m, self.n), &Device::Cpu)?)
     }
 
