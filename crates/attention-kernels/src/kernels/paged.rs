@@ -312,7 +312,10 @@ fn softmax_lanes<S: Simd>(
 /// loaded once per 4 heads of a GQA group) and P·V runs as a GEMM whose lanes are head
 /// dimensions (each value vector loaded once per 4 heads); both walk [`KEY_GROUP`] slots at a
 /// time through all the item's kv heads, so each slot row is read front to back. While a chunk
-/// is scored, the rows of the next one are prefetched, a key group at a time.
+/// is processed, the rows of the next one are prefetched a few slots per (key group, kv head)
+/// step of both the score and the P·V pass: issued in one burst, the prefetches stall the core
+/// (line-fill buffers full) and the compute that follows runs with no memory traffic, so the two
+/// add up instead of overlapping.
 #[inline(always)]
 fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let inputs = view.inputs;
@@ -348,12 +351,19 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
         let n = chunk.len();
         let keys = PlaneRows::new(inputs.planes.key(), &offsets, span);
         let values = PlaneRows::new(inputs.planes.value(), &offsets, span);
+        // The prefetch of the next chunk is spread evenly over every (key group, kv head) step
+        // of both passes, so that memory requests stay in flight while either pass computes.
+        let steps = 2 * n.div_ceil(KEY_GROUP) * kv_heads.len();
+        let mut step = 0;
+        let mut prefetch_step = || {
+            let slots = next_offsets.len();
+            view.prefetch(&next_offsets[slots * step / steps..slots * (step + 1) / steps]);
+            step += 1;
+        };
         for t in (0..n).step_by(KEY_GROUP) {
             let len = KEY_GROUP.min(n - t);
-            // Spread the prefetch of the next chunk over this one's key groups.
-            let ahead = next_offsets.len().min(t)..next_offsets.len().min(t + len);
-            view.prefetch(&next_offsets[ahead]);
             for (kl, kv_head) in kv_heads.clone().enumerate() {
+                prefetch_step();
                 let heads = kl * group..(kl + 1) * group;
                 dots::<S>(
                     &queries[heads.start * stride..heads.end * stride],
@@ -380,6 +390,7 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
         for t in (0..n).step_by(KEY_GROUP) {
             let len = KEY_GROUP.min(n - t);
             for (kl, kv_head) in kv_heads.clone().enumerate() {
+                prefetch_step();
                 let heads = kl * group..(kl + 1) * group;
                 gemm::<S>(
                     &scores[heads.start * KEY_CHUNK + t..],
