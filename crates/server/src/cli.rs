@@ -34,6 +34,11 @@ pub struct Args {
     /// Weight and activation dtype; `auto` is float32 on the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
+    /// Element type of the KV cache; `auto` follows `--dtype`. A 2-byte cache holds twice the
+    /// tokens in the same memory and halves the bytes decode attention reads, at the cost of
+    /// rounding K and V.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kv_cache_dtype: DtypeArg,
     /// Tokens per KV block.
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
@@ -86,10 +91,10 @@ pub struct Args {
     pub log_interval: f64,
 }
 
-/// `--dtype`.
+/// `--dtype` and `--kv-cache-dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DtypeArg {
-    /// float32 on the CPU.
+    /// `--dtype`: float32 on the CPU; `--kv-cache-dtype`: the model's dtype.
     Auto,
     /// 32-bit floats.
     Float32,
@@ -209,6 +214,8 @@ mod tests {
             "9000",
             "--dtype",
             "bfloat16",
+            "--kv-cache-dtype",
+            "float16",
             "--kv-cache-memory",
             "2GiB",
             "--swap-space",
@@ -236,6 +243,7 @@ mod tests {
         assert!(!args.enable_prefix_caching);
         assert!(args.enable_chunked_prefill);
         assert_eq!(args.dtype, DtypeArg::Bfloat16);
+        assert_eq!(args.kv_cache_dtype, DtypeArg::Float16);
         assert_eq!(args.swap_space_bytes(), 1 << 29);
     }
 

@@ -43,11 +43,7 @@ pub fn start(args: &Args) -> Result<Started, String> {
             .build_global()
             .map_err(|error| format!("--threads {threads}: {error}"))?;
     }
-    let dtype = match args.dtype {
-        DtypeArg::Auto | DtypeArg::Float32 => DType::F32,
-        DtypeArg::Float16 => DType::F16,
-        DtypeArg::Bfloat16 => DType::BF16,
-    };
+    let dtype = resolve_dtype(args.dtype, DType::F32);
     let (model, tokenizer, root) = load(args.model.as_deref(), args.demo_size, dtype)?;
     let spec = model.spec().clone();
     let served_model_name = args
@@ -68,8 +64,9 @@ pub fn start(args: &Args) -> Result<Started, String> {
         ));
     }
 
-    let kv_dtype = KvDtype::from_candle(spec.dtype)
-        .ok_or_else(|| format!("the KV cache cannot hold {:?}", spec.dtype))?;
+    let cache_dtype = resolve_dtype(args.kv_cache_dtype, spec.dtype);
+    let kv_dtype = KvDtype::from_candle(cache_dtype)
+        .ok_or_else(|| format!("the KV cache cannot hold {cache_dtype:?}"))?;
     let cache_spec = KvCacheSpec::new(
         spec.num_layers,
         spec.num_kv_heads,
@@ -102,7 +99,7 @@ pub fn start(args: &Args) -> Result<Started, String> {
         .map_err(|error| format!("could not allocate the KV cache: {error}"))?;
     let cpu_blocks = pools.cpu_swap.num_blocks();
     tracing::info!(
-        "KV cache: {device_blocks} blocks × {} tokens = {} tokens, {}; CPU swap: {cpu_blocks} blocks, {}",
+        "KV cache ({cache_dtype:?}): {device_blocks} blocks × {} tokens = {} tokens, {}; CPU swap: {cpu_blocks} blocks, {}",
         args.block_size,
         device_blocks * args.block_size,
         gib(device_blocks * bytes_per_block),
@@ -191,6 +188,16 @@ pub fn start(args: &Args) -> Result<Started, String> {
         state,
         engine_thread,
     })
+}
+
+/// The dtype `arg` names, `auto` being `auto`.
+fn resolve_dtype(arg: DtypeArg, auto: DType) -> DType {
+    match arg {
+        DtypeArg::Auto => auto,
+        DtypeArg::Float32 => DType::F32,
+        DtypeArg::Float16 => DType::F16,
+        DtypeArg::Bfloat16 => DType::BF16,
+    }
 }
 
 /// The model, its tokenizer and where they came from.

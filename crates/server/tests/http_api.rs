@@ -551,3 +551,18 @@ async fn prompt_logprobs_survive_recompute_preemption() {
     assert!(server.metric("vellum:num_preemptions_total").await >= 1.0);
     server.wait_until_idle(blocks as f64).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_byte_kv_cache_holds_twice_the_blocks_and_serves() {
+    let full = TestServer::start(&[]).await;
+    let half = TestServer::start(&["--kv-cache-dtype", "bfloat16"]).await;
+    let full_blocks = full.metric("vellum:kv_cache_free_blocks").await;
+    let half_blocks = half.metric("vellum:kv_cache_free_blocks").await;
+    assert_eq!(half_blocks, 2.0 * full_blocks);
+    let body = json!({"model": "vellum-demo", "prompt": PROMPT, "max_tokens": 8,
+                      "temperature": 0, "ignore_eos": true});
+    let (status, response) = half.post("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["usage"]["completion_tokens"], 8);
+    half.wait_until_idle(half_blocks).await;
+}
