@@ -311,12 +311,7 @@ async fn bad_requests_get_the_right_status_and_a_message() {
     let (status, _) = server.post("/v1/nothing", &json!({})).await;
     assert_eq!(status, 404);
     // The server is still healthy after all that.
-    let health = server
-        .client
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap();
+    let health = server.get("/health", None).await;
     assert_eq!(health.status().as_u16(), 200);
 }
 

@@ -110,13 +110,7 @@ async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
     );
     server.wait_until_idle(total).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let text = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
-    let text = text.text().await.unwrap();
+    let text = server.get("/metrics", None).await.text().await.unwrap();
     assert!(
         text.contains(
             "vellum:request_success_total{finished_reason=\"abort\",model_name=\"vellum-demo\"} 1"

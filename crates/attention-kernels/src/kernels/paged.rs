@@ -228,12 +228,49 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
         }
     }
 
-    /// The item's keys in chunks of at most [`KEY_CHUNK`] positions.
-    fn chunks(&self) -> impl Iterator<Item = Range<usize>> + use<T> {
+    /// A walk over the item's keys in chunks of at most [`KEY_CHUNK`] positions.
+    fn chunk_walk(&self) -> ChunkWalk {
         let keys = self.keys.clone();
-        (keys.start..keys.end)
-            .step_by(KEY_CHUNK)
-            .map(move |s| s..(s + KEY_CHUNK).min(keys.end))
+        ChunkWalk {
+            chunks: (keys.start..keys.end)
+                .step_by(KEY_CHUNK)
+                .map(|s| s..(s + KEY_CHUNK).min(keys.end))
+                .collect(),
+            next: 0,
+            offsets: Vec::new(),
+            next_offsets: Vec::new(),
+        }
+    }
+}
+
+/// An item's key chunks in order, with the plane offsets of the current chunk's slots and of the
+/// next chunk's (empty after the last), so the next chunk can be prefetched while the current one
+/// is computed. Each chunk's offsets are computed once. A plain loop (not a closure over the
+/// chunk body) keeps the body inside the caller's `target_feature` function, where the SIMD
+/// helpers inline.
+struct ChunkWalk {
+    chunks: Vec<Range<usize>>,
+    /// Index of the chunk the next [`ChunkWalk::advance`] returns.
+    next: usize,
+    offsets: Vec<usize>,
+    next_offsets: Vec<usize>,
+}
+
+impl ChunkWalk {
+    /// Moves to the next chunk and returns it, with `offsets`/`next_offsets` updated.
+    #[inline(always)]
+    fn advance<T: KvElement>(&mut self, view: &ItemView<'_, '_, T>) -> Option<Range<usize>> {
+        let chunk = self.chunks.get(self.next)?.clone();
+        if self.next == 0 {
+            view.offsets(chunk.clone(), &mut self.next_offsets);
+        }
+        std::mem::swap(&mut self.offsets, &mut self.next_offsets);
+        self.next += 1;
+        match self.chunks.get(self.next) {
+            Some(following) => view.offsets(following.clone(), &mut self.next_offsets),
+            None => self.next_offsets.clear(),
+        }
+        Some(chunk)
     }
 }
 
@@ -335,22 +372,13 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let mut sum = vec![0.0f32; per_row];
     let mut scores = vec![0.0f32; per_row * KEY_CHUNK];
     let span = inputs.geometry.slot_stride();
-    let (mut offsets, mut next_offsets) = (Vec::new(), Vec::new());
     let pos = view.position(0);
-    let chunks: Vec<_> = view.chunks().collect();
-    if let Some(first) = chunks.first() {
-        view.offsets(first.clone(), &mut next_offsets);
-    }
-    for (c, chunk) in chunks.iter().enumerate() {
-        std::mem::swap(&mut offsets, &mut next_offsets);
-        if let Some(next) = chunks.get(c + 1) {
-            view.offsets(next.clone(), &mut next_offsets);
-        } else {
-            next_offsets.clear();
-        }
+    let mut walk = view.chunk_walk();
+    while let Some(chunk) = walk.advance(view) {
+        let (offsets, next_offsets) = (&walk.offsets, &walk.next_offsets);
         let n = chunk.len();
-        let keys = PlaneRows::new(inputs.planes.key(), &offsets, span);
-        let values = PlaneRows::new(inputs.planes.value(), &offsets, span);
+        let keys = PlaneRows::new(inputs.planes.key(), offsets, span);
+        let values = PlaneRows::new(inputs.planes.value(), offsets, span);
         // The prefetch of the next chunk is spread evenly over every (key group, kv head) step
         // of both passes, so that memory requests stay in flight while either pass computes.
         let steps = 2 * n.div_ceil(KEY_GROUP) * kv_heads.len();
@@ -455,23 +483,16 @@ fn tile_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let mut st = vec![0.0f32; KEY_CHUNK * lanes];
     let mut base = vec![0.0f32; lanes];
     let mut correction = vec![0.0f32; lanes];
-    let (mut offsets, mut next_offsets) = (Vec::new(), Vec::new());
-    let chunks: Vec<_> = view.chunks().collect();
-    if let Some(first) = chunks.first() {
-        view.offsets(first.clone(), &mut next_offsets);
-    }
-    for (c, chunk) in chunks.iter().enumerate() {
-        std::mem::swap(&mut offsets, &mut next_offsets);
-        if let Some(next) = chunks.get(c + 1) {
-            view.offsets(next.clone(), &mut next_offsets);
-            view.prefetch(&next_offsets);
-        }
+    let mut walk = view.chunk_walk();
+    while let Some(chunk) = walk.advance(view) {
+        let (offsets, next_offsets) = (&walk.offsets, &walk.next_offsets);
+        view.prefetch(next_offsets);
         let n = chunk.len();
         let masked = lane_keys
             .iter()
             .any(|v| v.start > chunk.start || v.end < chunk.end);
         for (kl, kv_head) in kv_heads.clone().enumerate() {
-            view.gather(&offsets, kv_head, (&mut keys, &mut values), d);
+            view.gather(offsets, kv_head, (&mut keys, &mut values), d);
             let qt = Dense::new(&qt[kl * head_len..(kl + 1) * head_len], lanes, d);
             gemm::<S>(&keys, (d, 1), &qt, &mut st, (n, d, lanes), false);
             if let Some(slopes) = &inputs.params.alibi_slopes {

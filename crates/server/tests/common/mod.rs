@@ -106,15 +106,7 @@ impl TestServer {
 
     /// The value of metric `name` (first sample whose line starts with it).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.get("/metrics", None).await.text().await.unwrap();
         text.lines()
             .find(|line| line.starts_with(name) && !line.starts_with('#'))
             .and_then(|line| line.rsplit(' ').next())
