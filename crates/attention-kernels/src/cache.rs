@@ -16,11 +16,11 @@ pub struct KvPlanes<T> {
 }
 
 impl<T: KvElement> KvPlanes<T> {
-    /// Zero-filled planes of `len` elements each.
+    /// Zero-filled planes of `len` elements each, their memory committed (see [`committed_plane`]).
     pub fn zeroed(len: usize) -> Self {
         Self {
-            key: vec![T::default(); len],
-            value: vec![T::default(); len],
+            key: committed_plane(len),
+            value: committed_plane(len),
         }
     }
     /// The key plane.
@@ -35,6 +35,44 @@ impl<T: KvElement> KvPlanes<T> {
     pub fn planes_mut(&mut self) -> (&mut [T], &mut [T]) {
         (&mut self.key, &mut self.value)
     }
+}
+
+/// A zero-filled plane of `len` elements whose memory is committed now: every page has been
+/// written once. A fresh allocation is mapped lazily, so otherwise the serving steps that first
+/// wrote each block paid the page faults (about 5 % of a serving run's CPU time), and a budget the
+/// machine cannot back would fail mid-request rather than here. On Linux the plane asks for
+/// transparent huge pages first, which commits it about three times faster.
+fn committed_plane<T: KvElement>(len: usize) -> Vec<T> {
+    const PAGE_BYTES: usize = 4096;
+    let mut plane = vec![T::default(); len];
+    advise_huge_pages(&mut plane);
+    let step = (PAGE_BYTES / std::mem::size_of::<T>()).max(1);
+    for element in plane.iter_mut().step_by(step) {
+        // SAFETY: `element` is a valid, aligned, exclusive reference into the plane. The store is
+        // volatile because the compiler may otherwise drop it: the allocation is known zeroed.
+        unsafe { std::ptr::write_volatile(element, T::default()) };
+    }
+    plane
+}
+
+/// Asks Linux to back the whole 2 MiB-aligned pages inside `plane` with transparent huge pages:
+/// a hint, without effect where THP is off (or on other systems).
+fn advise_huge_pages<T>(plane: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE_PAGE: usize = 2 << 20;
+        let start = plane.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(plane);
+        let first = start.next_multiple_of(HUGE_PAGE);
+        let len = end.saturating_sub(first) / HUGE_PAGE * HUGE_PAGE;
+        if len > 0 {
+            // SAFETY: the range lies inside `plane`'s allocation; MADV_HUGEPAGE changes how the
+            // kernel backs it, never its contents. A failure only means no huge pages.
+            unsafe { libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = plane;
 }
 
 /// The typed storage of one layer; the variant is the cache dtype.
