@@ -43,5 +43,6 @@ pub use kernels::paged::{CpuKernelConfig, paged_attention, paged_attention_with}
 pub use kernels::plan::PlanConfig;
 pub use kernels::reference::reference_attention;
 pub use kernels::simd::SimdLevel;
+pub use kernels::vector_math::silu_mul;
 pub use metadata::{AttnMetadata, AttnParams, SeqAttn};
 pub use spec::{CacheGeometry, KvCacheSpec};

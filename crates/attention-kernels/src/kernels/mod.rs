@@ -9,3 +9,4 @@ mod prefetch;
 pub mod reference;
 pub mod simd;
 mod tile;
+pub mod vector_math;
