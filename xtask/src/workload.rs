@@ -184,7 +184,7 @@ fn within_caps(prompt_len: usize, output_len: usize) -> bool {
 }
 
 /// Deterministic prompt token ids for request `index` of a trace: the shared prefix is the same for
-/// every request, the rest differs per request. Ids are drawn from `1..vocab_size`.
+/// every request, the rest differs per request and per seed. Ids are drawn from `1..vocab_size`.
 pub fn prompt_tokens(request: &TraceRequest, index: usize, vocab_size: u32, seed: u64) -> Vec<u32> {
     let draw = |rng: &mut ChaCha8Rng, len: usize| -> Vec<u32> {
         (0..len)
@@ -193,7 +193,11 @@ pub fn prompt_tokens(request: &TraceRequest, index: usize, vocab_size: u32, seed
     };
     let mut prefix_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_F00D);
     let mut tokens = draw(&mut prefix_rng, request.shared_prefix_len);
-    let mut own_rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(index as u64 + 1));
+    // One ChaCha stream per request under the run's seed: runs with different seeds share no
+    // prompt (seeding with `seed + index` made seed 11's request 0 equal seed 0's request 11,
+    // so a second run against the same server hit its prefix cache).
+    let mut own_rng = ChaCha8Rng::seed_from_u64(seed);
+    own_rng.set_stream(index as u64 + 1);
     tokens.extend(draw(
         &mut own_rng,
         request.prompt_len - request.shared_prefix_len,
@@ -350,6 +354,27 @@ mod tests {
             prompts[0][FIVE_SHOT_PREFIX_LEN..],
             prompts[1][FIVE_SHOT_PREFIX_LEN..]
         );
+    }
+
+    /// Two seeds give disjoint prompt sets, whatever the request indices (a second run against
+    /// a warm server must not hit its prefix cache).
+    #[test]
+    fn runs_with_different_seeds_share_no_prompt() {
+        let request = TraceRequest {
+            arrival_s: 0.0,
+            prompt_len: 16,
+            output_len: 4,
+            decoding: Decoding::Sample { n: 1 },
+            shared_prefix_len: 0,
+        };
+        let prompts = |seed: u64| -> std::collections::HashSet<Vec<u32>> {
+            (0..64)
+                .map(|i| prompt_tokens(&request, i, 32_000, seed))
+                .collect()
+        };
+        let (first, second) = (prompts(0), prompts(11));
+        assert_eq!(first.len(), 64);
+        assert!(first.is_disjoint(&second));
     }
 
     #[test]
