@@ -1,7 +1,7 @@
 //! The [`AttentionBackend`] trait that models call once per layer per step, and the tensor glue
 //! shared by its implementations.
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
 
 use crate::cache::{LayerKvCache, with_planes};
 use crate::element::{KvDtype, KvElement};
@@ -28,9 +28,14 @@ pub trait AttentionBackend: Send + Sync {
         meta: &AttnMetadata,
     ) -> Result<()> {
         let g = cache.geometry();
-        let key = tensor_rows(key, meta.num_tokens(), g.num_kv_heads, g.head_size)?;
-        let value = tensor_rows(value, meta.num_tokens(), g.num_kv_heads, g.head_size)?;
-        write_layer_kv(cache, &key, &value, meta.slot_mapping())
+        let rows = |t: &Tensor, f: &mut dyn FnMut(&[f32]) -> Result<()>| {
+            with_rows(t, meta.num_tokens(), g.num_kv_heads, g.head_size, f)
+        };
+        rows(key, &mut |key| {
+            rows(value, &mut |value| {
+                write_layer_kv(cache, key, value, meta.slot_mapping())
+            })
+        })
     }
 
     /// Attention of the packed queries (`[num_tokens, num_heads, head_size]`) against the cache:
@@ -60,18 +65,28 @@ pub(crate) fn attend_with(
 ) -> Result<Tensor> {
     let geometry = cache.geometry();
     let (_, num_heads, _) = query.dims3()?;
-    let rows = tensor_rows(query, meta.num_tokens(), num_heads, geometry.head_size)?;
-    let mut out = vec![0.0f32; rows.len()];
-    with_planes!(cache.storage(), planes => {
-        let inputs = AttnInputs { query: &rows, num_heads, planes, geometry, meta, params };
-        kernel.run(&inputs, &mut out)?;
-    });
+    let mut out = vec![0.0f32; meta.num_tokens() * num_heads * geometry.head_size];
+    let (tokens, head_size) = (meta.num_tokens(), geometry.head_size);
+    with_rows(query, tokens, num_heads, head_size, &mut |rows| {
+        with_planes!(cache.storage(), planes => {
+            let inputs = AttnInputs { query: rows, num_heads, planes, geometry, meta, params };
+            kernel.run(&inputs, &mut out)
+        })
+    })?;
     let shape = (meta.num_tokens(), num_heads, geometry.head_size);
     Ok(Tensor::from_vec(out, shape, query.device())?.to_dtype(query.dtype())?)
 }
 
-/// The rows of a `[rows, heads, head_size]` tensor as packed f32, after checking shape and dtype.
-fn tensor_rows(tensor: &Tensor, rows: usize, heads: usize, head_size: usize) -> Result<Vec<f32>> {
+/// Calls `f` with the rows of a `[rows, heads, head_size]` tensor as packed f32, after checking
+/// shape and dtype. A contiguous f32 tensor on the CPU is lent in place; any other is converted
+/// into a copy first.
+fn with_rows<R>(
+    tensor: &Tensor,
+    rows: usize,
+    heads: usize,
+    head_size: usize,
+    f: &mut dyn FnMut(&[f32]) -> Result<R>,
+) -> Result<R> {
     if KvDtype::from_candle(tensor.dtype()).is_none() {
         return Err(KernelError::UnsupportedDtype(tensor.dtype()));
     }
@@ -81,8 +96,17 @@ fn tensor_rows(tensor: &Tensor, rows: usize, heads: usize, head_size: usize) -> 
             tensor.dims()
         )));
     }
-    Ok(tensor
+    {
+        let (storage, layout) = tensor.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return f(&data[start..end]);
+        }
+    }
+    let copy = tensor
         .to_dtype(DType::F32)?
         .flatten_all()?
-        .to_vec1::<f32>()?)
+        .to_vec1::<f32>()?;
+    f(&copy)
 }
