@@ -56,8 +56,8 @@ impl DecoderBlock {
         let attended = self
             .attn
             .forward(&self.attn_norm.forward(x)?, rotary, layer, step)?;
-        let h = (x + attended)?;
-        let mlp = self.mlp.forward(&self.mlp_norm.forward(&h)?)?;
+        let (h, normed) = self.mlp_norm.forward_residual(x, &attended)?;
+        let mlp = self.mlp.forward(&normed)?;
         Ok((h + mlp)?)
     }
 }

@@ -1,10 +1,11 @@
 //! The feed-forward half of a decoder block.
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::config::{MlpKind, ModelConfig};
 use crate::error::Result;
+use crate::layers::cpu_f32::with_f32_slice;
 use crate::layers::linear::Linear;
 use crate::tensor_names::{FamilyNames, UpNames};
 use crate::weight_source::WeightSource;
@@ -103,21 +104,17 @@ fn gated_silu(up: &Tensor, intermediate: usize) -> Result<Tensor> {
         return Ok((candle_nn::ops::silu(&gate)? * value)?);
     }
     let up = up.contiguous()?;
-    let (storage, layout) = up.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        return Err(candle_core::Error::Msg("gated SiLU of a non-CPU input".into()).into());
-    };
-    let input = &data[start..end];
-    let mut out = vec![0.0f32; rows * intermediate];
-    out.par_chunks_mut(intermediate)
-        .zip(input.par_chunks(width))
-        .for_each(|(out, row)| {
-            let (gate, value) = row.split_at(intermediate);
-            attention_kernels::silu_mul(gate, value, out);
-        });
-    drop(storage);
+    let out = with_f32_slice(&up, |input| {
+        let mut out = vec![0.0f32; rows * intermediate];
+        out.par_chunks_mut(intermediate)
+            .zip(input.par_chunks(width))
+            .for_each(|(out, row)| {
+                let (gate, value) = row.split_at(intermediate);
+                attention_kernels::silu_mul(gate, value, out);
+            });
+        out
+    })
+    .ok_or_else(|| candle_core::Error::Msg("gated SiLU of a non-CPU input".into()))?;
     Ok(Tensor::from_vec(out, (rows, intermediate), &Device::Cpu)?)
 }
 

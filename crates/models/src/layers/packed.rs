@@ -21,10 +21,11 @@ use std::arch::x86_64::{
 };
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
 use crate::error::Result;
+use crate::layers::cpu_f32::with_f32_slice;
 
 /// Output columns per packed panel: four AVX-512 vectors of f32.
 const PANEL: usize = 64;
@@ -99,13 +100,13 @@ impl PackedWeight {
             None => None,
         };
         let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        else {
-            return Err(candle_core::Error::Msg("packed product of a non-CPU input".into()).into());
-        };
-        let a = &data[start..end];
+        let out = with_f32_slice(&x, |a| self.product(a, m, bias.as_deref()))
+            .ok_or_else(|| candle_core::Error::Msg("packed product of a non-CPU input".into()))?;
+        Ok(Tensor::from_vec(out, (m, self.n), &Device::Cpu)?)
+    }
+
+    /// The `[m, n]` rows of `a · weightᵀ (+ bias)` for `a: [m, k]`.
+    fn product(&self, a: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
         // Left uninitialised: the tiles write every element (all rows of every panel, the last
         // panel's tail columns by masked stores), so zeroing it first would be a wasted pass.
         let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
@@ -122,22 +123,12 @@ impl PackedWeight {
                 let prefetch_next = m > TILE_ROWS && m <= PREFETCH_MAX_ROWS && panel + 1 < own.end;
                 // SAFETY: panels write disjoint columns of `out`, which outlives this call, and
                 // `PackedWeight` exists only on CPUs with AVX-512F.
-                unsafe {
-                    self.panel(
-                        a,
-                        m,
-                        panel,
-                        bias.as_deref(),
-                        out_addr as *mut f32,
-                        prefetch_next,
-                    )
-                };
+                unsafe { self.panel(a, m, panel, bias, out_addr as *mut f32, prefetch_next) };
             }
         });
-        drop(storage);
         // SAFETY: every one of the `m · n` elements was written above (see the allocation).
         unsafe { out.set_len(m * self.n) };
-        Ok(Tensor::from_vec(out, (m, self.n), &Device::Cpu)?)
+        out
     }
 
     /// Computes columns `panel·PANEL ..` (at most `PANEL`, fewer in the last panel) of all `m`

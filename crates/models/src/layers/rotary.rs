@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::RopeScaling;
 use crate::error::Result;
+use crate::layers::cpu_f32::with_f32_slice;
 
 /// Precomputed cosines and sines for every position the model supports.
 ///
@@ -68,10 +69,37 @@ impl Rotary {
 }
 
 impl RotaryAtPositions {
+    /// Runs `f` with the f32 cos and sin rows (`[tokens, head_dim / 2]` each, lent in place) when
+    /// the tables are f32 on the CPU; `None` otherwise.
+    pub(crate) fn with_f32_tables<R>(&self, f: impl FnOnce(&[f32], &[f32]) -> R) -> Option<R> {
+        with_f32_slice(&self.cos, |cos| {
+            with_f32_slice(&self.sin, |sin| f(cos, sin))
+        })
+        .flatten()
+    }
+
     /// Rotates `x: [tokens, heads, head_dim]`.
     pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.unsqueeze(0)?.contiguous()?;
         Ok(candle_nn::rotary_emb::rope_thd(&x, &self.cos, &self.sin)?.squeeze(0)?)
+    }
+}
+
+/// Writes the rotation of each head of `src` (one token's heads, `head_dim = 2 · cos.len()`
+/// each) into `dst`, with that token's `cos`/`sin` rows: the halves `(x₁, x₂)` become
+/// `(x₁·cos − x₂·sin, x₁·sin + x₂·cos)`, the arithmetic of candle's `rope_thd`.
+pub(crate) fn rotate_heads(src: &[f32], cos: &[f32], sin: &[f32], dst: &mut [f32]) {
+    let half = cos.len();
+    for (src, dst) in src
+        .chunks_exact(2 * half)
+        .zip(dst.chunks_exact_mut(2 * half))
+    {
+        let (x1, x2) = src.split_at(half);
+        let (y1, y2) = dst.split_at_mut(half);
+        for i in 0..half {
+            y1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+            y2[i] = x1[i] * sin[i] + x2[i] * cos[i];
+        }
     }
 }
 
