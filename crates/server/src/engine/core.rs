@@ -241,14 +241,16 @@ impl Engine {
                 return;
             }
         };
-        let logits = self
-            .model
-            .forward(
-                &packed.batch,
-                &mut self.pools.device.layers_mut()[..],
-                self.backend.as_ref(),
-            )
-            .and_then(|logits| Ok(logits.flatten_all()?.to_vec1::<f32>()?));
+        let (model, backend) = (&self.model, self.backend.as_ref());
+        let layers = &mut self.pools.device.layers_mut()[..];
+        // The forward pass runs on a worker of rayon's pool (`scope` moves it there), so its
+        // ~70 parallel sections per step fork from a worker instead of each handing work to the
+        // pool and putting this thread to sleep until it is done.
+        let logits = rayon::scope(|_| {
+            model
+                .forward(&packed.batch, layers, backend)
+                .and_then(|logits| Ok(logits.flatten_all()?.to_vec1::<f32>()?))
+        });
         let mut logits = match logits {
             Ok(logits) => logits,
             Err(error) => {
