@@ -34,7 +34,7 @@ pub mod spec;
 pub use backend::AttentionBackend;
 pub use backends::cpu::Cpu;
 pub use backends::reference::Reference;
-pub use cache::{KvCache, KvCachePools, KvPlanes, LayerKvCache, LayerStorage};
+pub use cache::{KvCache, KvCachePools, KvPlanes, LayerKvCache, LayerStorage, committed_plane};
 pub use element::{KvDtype, KvElement};
 pub use error::{KernelError, Result};
 pub use kernels::cache_ops::{copy_blocks, reshape_and_cache, swap_blocks, write_layer_kv};
