@@ -500,6 +500,54 @@ async fn prompt_logprobs_match_the_model_crate_across_chunks_and_the_prefix_cach
     server.wait_until_idle(total_blocks).await;
 }
 
+/// `echo` with `logprobs` scores the prompt as vLLM does (lm-eval's loglikelihood requests):
+/// the legacy logprobs cover the prompt tokens (the first `null`) and then the generated ones,
+/// with offsets into the echoed text; `max_tokens: 0` returns the prompt alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_with_logprobs_scores_the_prompt() {
+    let server = TestServer::start(&[]).await;
+    let total_blocks = server.metric("vellum:kv_cache_free_blocks").await;
+    let prompt: Vec<u32> = (0..12).map(|i| 3 + (i * 41) % 250).collect();
+    let reference = direct_logprob_rows(&prompt);
+    let logprob_of = |position: usize| reference[position - 1][prompt[position] as usize];
+    for max_tokens in [0, 2] {
+        let body = json!({"model": "vellum-demo", "prompt": prompt, "max_tokens": max_tokens,
+                          "temperature": 0, "ignore_eos": true, "echo": true, "logprobs": 1});
+        let (status, response) = server.post("/v1/completions", &body).await;
+        assert_eq!(status, 200, "{response}");
+        let choice = &response["choices"][0];
+        let logprobs = &choice["logprobs"];
+        let values = logprobs["token_logprobs"].as_array().unwrap();
+        assert_eq!(values.len(), prompt.len() + max_tokens, "{logprobs}");
+        assert!(values[0].is_null() && logprobs["top_logprobs"][0].is_null());
+        for position in 1..prompt.len() {
+            let got = values[position].as_f64().unwrap();
+            assert!(
+                (got - logprob_of(position)).abs() < 1e-4,
+                "{position}: {got}"
+            );
+            let top = logprobs["top_logprobs"][position].as_object().unwrap();
+            assert!((1..=2).contains(&top.len()), "{top:?}");
+        }
+        // Offsets index the echoed text, and the tokens spell it.
+        let text = choice["text"].as_str().unwrap();
+        let tokens: Vec<&str> = logprobs["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(tokens.concat(), text);
+        let offsets = logprobs["text_offset"].as_array().unwrap();
+        assert_eq!(offsets[0], 0);
+        assert_eq!(choice["prompt_logprobs"], Value::Null, "not asked for");
+        if max_tokens == 0 {
+            assert_eq!(text, tokens[..prompt.len()].concat(), "the prompt alone");
+        }
+    }
+    server.wait_until_idle(total_blocks).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_logprobs_survive_recompute_preemption() {
     // 16 blocks of 16 tokens (2 layers × (K, V) × 2 KV heads × 16 × f32 per token) for six

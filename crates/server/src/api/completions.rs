@@ -26,7 +26,13 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     state.check_model(&request.model)?;
     streamed_prompt_logprobs(&mut request.params, request.stream)?;
+    let echo = EchoScoring::of(&mut request);
     let prompts = tokenize_prompts(&state, request.prompt).await?;
+    let prompt_ids = if echo.with_logprobs {
+        prompts.clone()
+    } else {
+        Vec::new()
+    };
     let echoes: Vec<String> = if request.echo {
         prompts
             .iter()
@@ -45,22 +51,38 @@ pub async fn completions(
         let choices = choices
             .into_iter()
             .enumerate()
-            .map(|(index, choice)| {
-                let echo = &echoes[index / n];
-                let logprobs = (!choice.logprobs.is_empty()).then(|| {
-                    legacy_logprobs(&state, &choice.logprobs, &choice.token_ids, echo.len())
-                });
+            .map(|(index, mut choice)| {
+                let echoed = &echoes[index / n];
+                if echo.without_generation {
+                    // The one token generated to get the prompt computed is not part of the answer.
+                    (choice.text, choice.token_ids, choice.logprobs) = Default::default();
+                }
+                let logprobs = if echo.with_logprobs {
+                    let prompt = choice.prompt_logprobs.as_deref().unwrap_or_default();
+                    let positions = prompt
+                        .iter()
+                        .map(Option::as_ref)
+                        .chain(choice.logprobs.iter().map(Some));
+                    let tokens = prompt_ids[index / n].iter().chain(&choice.token_ids);
+                    Some(legacy_logprobs(&state, positions.zip(tokens), 0))
+                } else {
+                    let positions = choice.logprobs.iter().map(Some);
+                    (!choice.logprobs.is_empty()).then(|| {
+                        legacy_logprobs(&state, positions.zip(&choice.token_ids), echoed.len())
+                    })
+                };
                 let (finish_reason, stop_reason) = finish_fields(choice.finish);
                 CompletionResponseChoice {
                     choice: CompletionChoice {
                         index,
-                        text: format!("{echo}{}", choice.text),
+                        text: format!("{echoed}{}", choice.text),
                         logprobs,
                         finish_reason,
                         stop_reason,
                     },
                     prompt_logprobs: choice
                         .prompt_logprobs
+                        .filter(|_| echo.prompt_logprobs_asked)
                         .map(|list| prompt_logprobs_json(&state, &list)),
                 }
             })
@@ -73,14 +95,18 @@ pub async fn completions(
         .stream_options
         .is_some_and(|options| options.include_usage);
     let mut echo_pending: Vec<bool> = vec![request.echo; echoes.len() * n];
-    let choice = move |delta: ChoiceDelta| {
+    let choice = move |mut delta: ChoiceDelta| {
+        if echo.without_generation {
+            (delta.text, delta.token_ids, delta.logprobs) = Default::default();
+        }
         let mut text = String::new();
         if std::mem::take(&mut echo_pending[delta.index]) {
             text.push_str(&echoes[delta.index / n]);
         }
         text.push_str(&delta.text);
+        let positions = delta.logprobs.iter().map(Some);
         let logprobs = (!delta.logprobs.is_empty())
-            .then(|| legacy_logprobs(&state, &delta.logprobs, &delta.token_ids, 0));
+            .then(|| legacy_logprobs(&state, positions.zip(&delta.token_ids), 0));
         let (finish_reason, stop_reason) = finish_fields(delta.finish);
         CompletionChoice {
             index: delta.index,
@@ -103,31 +129,68 @@ pub async fn completions(
 /// The `object` of completion responses and chunks alike.
 const OBJECT: &str = "text_completion";
 
-/// OpenAI's legacy logprobs: token texts, their logprobs, top alternatives by text, and each
-/// token's character offset (starting at `offset`).
-fn legacy_logprobs(
+/// How `echo` combines with logprobs, as in vLLM: with `logprobs`, a non-streamed echo also
+/// returns the prompt's logprobs (the first one `null`) before the generated tokens', so a prompt
+/// can be scored; with `max_tokens: 0` it generates nothing and returns only the prompt.
+struct EchoScoring {
+    /// The legacy logprobs list starts with the prompt's positions.
+    with_logprobs: bool,
+    /// `max_tokens` was 0: one token is generated (to compute the prompt) and left out.
+    without_generation: bool,
+    /// The request asked for `prompt_logprobs` itself, so the response carries that field.
+    prompt_logprobs_asked: bool,
+}
+
+impl EchoScoring {
+    /// Reads the request's intent and adjusts its sampling parameters to serve it: prompt
+    /// logprobs at the `logprobs` depth, and one token instead of zero.
+    fn of(request: &mut CompletionRequest) -> Self {
+        let params = &mut request.params;
+        let prompt_logprobs_asked = params.prompt_logprobs.is_some();
+        let without_generation = request.echo && params.max_tokens == Some(0);
+        if without_generation {
+            params.max_tokens = Some(1);
+        }
+        let with_logprobs =
+            request.echo && !request.stream && params.logprobs.is_some_and(|k| k >= 0);
+        if with_logprobs && !prompt_logprobs_asked {
+            params.prompt_logprobs = params.logprobs;
+        }
+        Self {
+            with_logprobs,
+            without_generation,
+            prompt_logprobs_asked,
+        }
+    }
+}
+
+/// OpenAI's legacy logprobs of `(position, token)` pairs: token texts, their logprobs, top
+/// alternatives by text, and each token's character offset (starting at `offset`). A position
+/// without logprobs (a prompt's first token) has `null` logprob and alternatives.
+fn legacy_logprobs<'a>(
     state: &Arc<AppState>,
-    positions: &[PositionLogprobs],
-    tokens: &[u32],
+    positions: impl Iterator<Item = (Option<&'a PositionLogprobs>, &'a u32)>,
     offset: usize,
 ) -> CompletionLogprobs {
     let mut logprobs = CompletionLogprobs::default();
     let mut position = offset;
-    for (entry, &token) in positions.iter().zip(tokens) {
+    for (entry, &token) in positions {
         let text = token_text(state, token);
         logprobs.text_offset.push(position);
         position += text.len();
         logprobs
             .token_logprobs
-            .push(Some(json_logprob(entry.chosen.logprob)));
-        let mut top = BTreeMap::new();
-        for alternative in entry.top.iter().chain(std::iter::once(&entry.chosen)) {
-            top.insert(
-                token_text(state, alternative.token),
-                json_logprob(alternative.logprob),
-            );
-        }
-        logprobs.top_logprobs.push(Some(top));
+            .push(entry.map(|entry| json_logprob(entry.chosen.logprob)));
+        logprobs.top_logprobs.push(entry.map(|entry| {
+            let mut top = BTreeMap::new();
+            for alternative in entry.top.iter().chain(std::iter::once(&entry.chosen)) {
+                top.insert(
+                    token_text(state, alternative.token),
+                    json_logprob(alternative.logprob),
+                );
+            }
+            top
+        }));
         logprobs.tokens.push(text);
     }
     logprobs
