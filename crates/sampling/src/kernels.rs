@@ -1,11 +1,12 @@
 //! Vectorisable passes over vocabulary-sized rows: maxima, argmax, the exponential of a row and
 //! its blockwise sum, threshold counts. Each loop keeps `LANES` independent accumulators so the
 //! compiler can turn it into SIMD code without reassociating floating-point sums on its own.
-//! The hottest passes are compiled twice, for the baseline target and for AVX2 (picked at run
-//! time); Rust never fuses or reorders floating-point operations, so both give identical bits.
+//! The hottest passes are compiled three times, for the baseline target, AVX2 and AVX-512 (picked
+//! at run time); Rust never fuses or reorders floating-point operations, so all give identical
+//! bits.
 
-/// Defines `pub(crate) fn $name` that runs `$body` compiled for AVX2 when the CPU has it and
-/// for the baseline target otherwise.
+/// Defines `pub(crate) fn $name` that runs `$body` compiled for AVX-512 or AVX2 when the CPU has
+/// it and for the baseline target otherwise.
 macro_rules! multiversion {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$doc])*
@@ -14,6 +15,17 @@ macro_rules! multiversion {
             fn body($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+                fn avx512($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU supports these AVX-512 subsets, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
                 #[target_feature(enable = "avx2")]
                 fn avx2($($arg: $ty),*) -> $ret {
                     body($($arg),*)
