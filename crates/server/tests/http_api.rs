@@ -544,6 +544,25 @@ async fn echo_with_logprobs_scores_the_prompt() {
         if max_tokens == 0 {
             assert_eq!(text, tokens[..prompt.len()].concat(), "the prompt alone");
         }
+
+        // Streamed, the first chunk carries the echo and the prompt's positions; the chunks
+        // together hold the same logprobs.
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let chunks = server.stream("/v1/completions", &streamed).await;
+        let mut all = Vec::new();
+        let mut streamed_text = String::new();
+        for chunk in &chunks {
+            let Some(choice) = chunk["choices"].get(0) else {
+                continue;
+            };
+            streamed_text.push_str(choice["text"].as_str().unwrap());
+            if let Some(values) = choice["logprobs"]["token_logprobs"].as_array() {
+                all.extend(values.iter().cloned());
+            }
+        }
+        assert_eq!(streamed_text, text);
+        assert_eq!(&all, values, "streamed logprobs equal the whole response's");
     }
     server.wait_until_idle(total_blocks).await;
 }

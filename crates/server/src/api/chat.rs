@@ -14,7 +14,7 @@ use super::generate::{
 };
 use crate::api_error::{ApiError, ApiJson};
 use crate::chat::TemplateMessage;
-use crate::engine::ChoiceDelta;
+use crate::engine::{ChoiceDelta, PromptLogprobs};
 use crate::openai::{
     ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, ChatMessageOut,
     ChatTokenLogprob,
@@ -103,7 +103,8 @@ pub async fn chat_completions(
         .stream_options
         .is_some_and(|options| options.include_usage);
     let mut role_pending = vec![true; n];
-    let choice = move |delta: ChoiceDelta| {
+    // A chat stream never computes prompt logprobs (see `streamed_prompt_logprobs`).
+    let choice = move |delta: ChoiceDelta, _: Option<PromptLogprobs>| {
         let first = role_pending
             .get_mut(delta.index)
             .map(std::mem::take)

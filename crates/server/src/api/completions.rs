@@ -14,7 +14,7 @@ use super::generate::{
     streamed_prompt_logprobs, token_text,
 };
 use crate::api_error::{ApiError, ApiJson};
-use crate::engine::ChoiceDelta;
+use crate::engine::{ChoiceDelta, PromptLogprobs};
 use crate::openai::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponseChoice, PromptInput,
 };
@@ -95,7 +95,7 @@ pub async fn completions(
         .stream_options
         .is_some_and(|options| options.include_usage);
     let mut echo_pending: Vec<bool> = vec![request.echo; echoes.len() * n];
-    let choice = move |mut delta: ChoiceDelta| {
+    let choice = move |mut delta: ChoiceDelta, prompt_logprobs: Option<PromptLogprobs>| {
         if echo.without_generation {
             (delta.text, delta.token_ids, delta.logprobs) = Default::default();
         }
@@ -104,9 +104,23 @@ pub async fn completions(
             text.push_str(&echoes[delta.index / n]);
         }
         text.push_str(&delta.text);
-        let positions = delta.logprobs.iter().map(Some);
-        let logprobs = (!delta.logprobs.is_empty())
-            .then(|| legacy_logprobs(&state, positions.zip(&delta.token_ids), 0));
+        // The first delta of an echo with logprobs carries the prompt's positions first.
+        let prompt = match &prompt_logprobs {
+            Some(list) if echo.with_logprobs => &list[..],
+            _ => &[],
+        };
+        let prompt_tokens = if prompt.is_empty() {
+            &[][..]
+        } else {
+            &prompt_ids[delta.index / n][..]
+        };
+        let positions = prompt
+            .iter()
+            .map(Option::as_ref)
+            .chain(delta.logprobs.iter().map(Some));
+        let tokens = prompt_tokens.iter().chain(&delta.token_ids);
+        let logprobs = (!prompt.is_empty() || !delta.logprobs.is_empty())
+            .then(|| legacy_logprobs(&state, positions.zip(tokens), 0));
         let (finish_reason, stop_reason) = finish_fields(delta.finish);
         CompletionChoice {
             index: delta.index,
@@ -129,9 +143,10 @@ pub async fn completions(
 /// The `object` of completion responses and chunks alike.
 const OBJECT: &str = "text_completion";
 
-/// How `echo` combines with logprobs, as in vLLM: with `logprobs`, a non-streamed echo also
-/// returns the prompt's logprobs (the first one `null`) before the generated tokens', so a prompt
-/// can be scored; with `max_tokens: 0` it generates nothing and returns only the prompt.
+/// How `echo` combines with logprobs, as in vLLM: with `logprobs`, an echo also returns the
+/// prompt's logprobs (the first one `null`) before the generated tokens' (streamed: in each
+/// choice's first chunk), so a prompt can be scored; with `max_tokens: 0` it generates nothing
+/// and returns only the prompt.
 struct EchoScoring {
     /// The legacy logprobs list starts with the prompt's positions.
     with_logprobs: bool,
@@ -151,8 +166,7 @@ impl EchoScoring {
         if without_generation {
             params.max_tokens = Some(1);
         }
-        let with_logprobs =
-            request.echo && !request.stream && params.logprobs.is_some_and(|k| k >= 0);
+        let with_logprobs = request.echo && params.logprobs.is_some_and(|k| k >= 0);
         if with_logprobs && !prompt_logprobs_asked {
             params.prompt_logprobs = params.logprobs;
         }

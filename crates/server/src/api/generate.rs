@@ -323,10 +323,13 @@ pub fn stream_chunks<C, F>(
 ) -> Response
 where
     C: Serialize + Send + 'static,
-    F: FnMut(ChoiceDelta) -> C + Send + 'static,
+    F: FnMut(ChoiceDelta, Option<PromptLogprobs>) -> C + Send + 'static,
 {
     let format = move |item: StreamItem| match item {
-        StreamItem::Delta(delta) => vec![envelope.wrap(object, vec![choice(delta)], None)],
+        StreamItem::Delta {
+            delta,
+            prompt_logprobs,
+        } => vec![envelope.wrap(object, vec![choice(delta, prompt_logprobs)], None)],
         StreamItem::Done(usage) if include_usage => {
             vec![envelope.wrap(object, Vec::new(), Some(usage.into()))]
         }
@@ -337,8 +340,14 @@ where
 
 /// What a streamed response formats into SSE payloads.
 pub enum StreamItem {
-    /// A delta of choice `index` (already offset by the prompt's position).
-    Delta(ChoiceDelta),
+    /// A delta of choice `index` (already offset by the prompt's position), with its prompt's
+    /// logprobs on the choice's first delta when the request computed them.
+    Delta {
+        /// The delta.
+        delta: ChoiceDelta,
+        /// The prompt's logprobs, on the choice's first delta only.
+        prompt_logprobs: Option<PromptLogprobs>,
+    },
     /// All requests finished; the usage summed over them.
     Done(EngineUsage),
 }
@@ -366,17 +375,32 @@ where
         let mut usage = EngineUsage::default();
         let mut finished = 0;
         let mut failure = None;
+        // Prompt logprobs (a prompt's event comes before its first delta) and which choices
+        // have had a delta yet.
+        let mut prompt_lists: Vec<Option<PromptLogprobs>> = vec![None; expected];
+        let mut started = vec![false; expected * n];
         while finished < expected {
             let Some((prompt, event)) = merged.next().await else {
                 failure = Some("The engine dropped the request.".to_string());
                 break;
             };
             let item = match event {
-                // Streams never carry them (see `streamed_prompt_logprobs`).
-                Event::PromptLogprobs(_) => continue,
+                // Only an echo with logprobs computes them for a stream (see
+                // `streamed_prompt_logprobs`).
+                Event::PromptLogprobs(list) => {
+                    prompt_lists[prompt] = Some(list);
+                    continue;
+                }
                 Event::Delta(mut delta) => {
                     delta.index += prompt * n;
-                    StreamItem::Delta(delta)
+                    let first = started
+                        .get_mut(delta.index)
+                        .is_some_and(|started| !std::mem::replace(started, true));
+                    let prompt_logprobs = first.then(|| prompt_lists[prompt].clone()).flatten();
+                    StreamItem::Delta {
+                        delta,
+                        prompt_logprobs,
+                    }
                 }
                 Event::Done(done) => {
                     usage += done;
