@@ -65,15 +65,14 @@ pub(crate) fn attend_with(
 ) -> Result<Tensor> {
     let geometry = cache.geometry();
     let (_, num_heads, _) = query.dims3()?;
-    let mut out = vec![0.0f32; meta.num_tokens() * num_heads * geometry.head_size];
-    let (tokens, head_size) = (meta.num_tokens(), geometry.head_size);
-    with_rows(query, tokens, num_heads, head_size, &mut |rows| {
+    let shape = (meta.num_tokens(), num_heads, geometry.head_size);
+    let mut out = vec![0.0f32; shape.0 * shape.1 * shape.2];
+    with_rows(query, shape.0, num_heads, shape.2, &mut |rows| {
         with_planes!(cache.storage(), planes => {
             let inputs = AttnInputs { query: rows, num_heads, planes, geometry, meta, params };
             kernel.run(&inputs, &mut out)
         })
     })?;
-    let shape = (meta.num_tokens(), num_heads, geometry.head_size);
     Ok(Tensor::from_vec(out, shape, query.device())?.to_dtype(query.dtype())?)
 }
 
@@ -96,17 +95,26 @@ fn with_rows<R>(
             tensor.dims()
         )));
     }
-    {
-        let (storage, layout) = tensor.storage_and_layout();
-        if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return f(&data[start..end]);
-        }
+    if let Some(result) = with_f32_slice(tensor, &mut *f) {
+        return result;
     }
     let copy = tensor
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
     f(&copy)
+}
+
+/// Runs `f` on the elements of `tensor`, lent in place, when it is a contiguous f32 tensor on
+/// the CPU; `None` (and `f` not called) otherwise. The kernels' backends and the models' own f32
+/// loops borrow candle's buffers through this one function.
+pub fn with_f32_slice<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if tensor.dtype() != DType::F32 {
+        return None;
+    }
+    let (storage, layout) = tensor.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => Some(f(&data[start..end])),
+        _ => None,
+    }
 }

@@ -31,7 +31,7 @@ pub mod kernels;
 pub mod metadata;
 pub mod spec;
 
-pub use backend::AttentionBackend;
+pub use backend::{AttentionBackend, with_f32_slice};
 pub use backends::cpu::Cpu;
 pub use backends::reference::Reference;
 pub use cache::{KvCache, KvCachePools, KvPlanes, LayerKvCache, LayerStorage, committed_plane};
@@ -43,6 +43,6 @@ pub use kernels::paged::{CpuKernelConfig, paged_attention, paged_attention_with}
 pub use kernels::plan::PlanConfig;
 pub use kernels::reference::reference_attention;
 pub use kernels::simd::SimdLevel;
-pub use kernels::vector_math::silu_mul;
+pub use kernels::vector_math::{silu_mul, sum_of_squares};
 pub use metadata::{AttnMetadata, AttnParams, SeqAttn};
 pub use spec::{CacheGeometry, KvCacheSpec};

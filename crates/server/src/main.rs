@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
 
 /// glibc hands freed blocks above its mmap threshold (128 KiB at first) back to the system, so a
 /// step's activations (megabytes each) were mapped and page-faulted afresh on every step: about
-/// 7 % of a 2,000-token prefill. Raise the threshold to glibc's maximum, 32 MiB, and keep up to
+/// 7 % of a 3,000-token prefill. Raise the threshold to glibc's maximum, 32 MiB, and keep up to
 /// 512 MiB of freed memory for the next step instead of trimming it.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

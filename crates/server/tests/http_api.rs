@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, direct_greedy, direct_logprob_rows, text};
+use common::{TestServer, direct_greedy, direct_logprob_rows, kv_memory_for_blocks, text};
 use serde_json::{Value, json};
 
 const PROMPT: [u32; 6] = [0, 40, 73, 80, 80, 83];
@@ -167,12 +167,8 @@ async fn chat_applies_the_template_and_streams_deltas() {
         .await;
     assert_eq!(status, 200, "{response}");
     // The demo tokenizer's template, as its tokenizer_config would render it.
-    let rendered = "system: Be brief.\nuser: Hi\nassistant: ";
-    let (_, tokenized) = server
-        .post(
-            "/tokenize",
-            &json!({"prompt": rendered, "add_special_tokens": false}),
-        )
+    let tokenized = server
+        .tokenize("system: Be brief.\nuser: Hi\nassistant: ")
         .await;
     assert_eq!(response["usage"]["prompt_tokens"], tokenized["count"]);
     assert_eq!(response["object"], "chat.completion");
@@ -471,13 +467,7 @@ async fn prompt_logprobs_match_the_model_crate_across_chunks_and_the_prefix_cach
         )
         .await;
     assert_eq!(status, 200, "{chat}");
-    let rendered = "user: Hi there\nassistant: ";
-    let (_, tokenized) = server
-        .post(
-            "/tokenize",
-            &json!({"prompt": rendered, "add_special_tokens": false}),
-        )
-        .await;
+    let tokenized = server.tokenize("user: Hi there\nassistant: ").await;
     let chat_prompt: Vec<u32> = serde_json::from_value(tokenized["tokens"].clone()).unwrap();
     check_prompt_logprobs(
         &chat["prompt_logprobs"],
@@ -569,11 +559,10 @@ async fn echo_with_logprobs_scores_the_prompt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_logprobs_survive_recompute_preemption() {
-    // 16 blocks of 16 tokens (2 layers × (K, V) × 2 KV heads × 16 × f32 per token) for six
-    // requests of 100 tokens (7 blocks) each: some are preempted and re-prefilled, some in the
-    // middle of their chunked prompt.
+    // 16 blocks of 16 tokens for six requests of 100 tokens (7 blocks) each: some are preempted
+    // and re-prefilled, some in the middle of their chunked prompt.
     let blocks = 16;
-    let memory = (blocks * 2 * 2 * 2 * 16 * 4 * 16).to_string();
+    let memory = kv_memory_for_blocks(blocks);
     let server = TestServer::start(&[
         "--kv-cache-memory",
         &memory,

@@ -5,12 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, direct_greedy, text};
+use common::{TestServer, direct_greedy, kv_memory_for_blocks, text};
 use futures::StreamExt;
 use serde_json::json;
 
-/// Bytes of one demo-model KV block: 2 layers × (K, V) × 16 tokens × 2 KV heads × 16 × f32.
-const DEMO_BLOCK_BYTES: usize = 2 * 2 * 16 * 2 * 16 * 4;
 const POOL_BLOCKS: usize = 40;
 const REQUESTS: usize = 64;
 const MAX_TOKENS: usize = 24;
@@ -22,7 +20,7 @@ fn prompt(index: usize) -> Vec<u32> {
 }
 
 async fn run_overloaded(mode: &str) {
-    let memory = format!("{}", POOL_BLOCKS * DEMO_BLOCK_BYTES);
+    let memory = kv_memory_for_blocks(POOL_BLOCKS);
     let server = TestServer::start(&[
         "--kv-cache-memory",
         &memory,
@@ -122,7 +120,7 @@ async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_that_outgrows_the_whole_pool_ends_with_length() {
     let blocks = 16;
-    let memory = format!("{}", blocks * DEMO_BLOCK_BYTES);
+    let memory = kv_memory_for_blocks(blocks);
     let server = TestServer::start(&["--kv-cache-memory", &memory, "--max-model-len", "256"]).await;
     // Four diverging samples of 200 tokens need ~4 × 13 blocks; the pool has 16.
     let body = json!({"model": "vellum-demo", "prompt": prompt(3), "max_tokens": 200, "n": 4,

@@ -251,14 +251,27 @@ pub(crate) fn max_of(xs: &[f32], init: f32) -> f32 {
 /// The sum of the elements of `xs`, in 16 independent lanes.
 #[inline(always)]
 pub(crate) fn sum_of(xs: &[f32]) -> f32 {
+    lane_sum(xs, |x| x)
+}
+
+/// `Σ x²` over `xs`, in 16 independent lanes.
+#[inline(always)]
+pub(crate) fn sum_of_squares(xs: &[f32]) -> f32 {
+    lane_sum(xs, |x| x * x)
+}
+
+/// `Σ term(x)` over `xs` in 16 independent partial sums, so the additions pipeline and vectorise
+/// (one running f32 sum is a chain of dependent additions).
+#[inline(always)]
+fn lane_sum(xs: &[f32], term: impl Fn(f32) -> f32) -> f32 {
     let (chunks, tail) = xs.as_chunks::<LANES>();
     let mut lanes = [0.0f32; LANES];
     for c in chunks {
         for i in 0..LANES {
-            lanes[i] += c[i];
+            lanes[i] += term(c[i]);
         }
     }
-    sum_lanes(lanes) + tail.iter().sum::<f32>()
+    sum_lanes(lanes) + tail.iter().map(|&x| term(x)).sum::<f32>()
 }
 
 /// `xs[i] *= c`.
@@ -383,6 +396,8 @@ mod tests {
             let max = xs.iter().fold(-100.0f32, |a, b| a.max(*b));
             assert_eq!(max_of(&xs, -100.0), max, "n={n}");
             assert_eq!(sum_of(&xs), xs.iter().sum::<f32>(), "n={n}");
+            let squares: f32 = xs.iter().map(|x| x * x).sum();
+            assert_eq!(sum_of_squares(&xs), squares, "n={n}");
         }
     }
 

@@ -1,8 +1,14 @@
-//! Element-wise vector math that the models crate shares with the kernels: compiled per SIMD
-//! level like them and built on the same exponential, so a model layer gets vectorised
-//! transcendentals without a second implementation.
+//! Vector math that the models crate shares with the kernels: the gated SiLU compiled per SIMD
+//! level like them and built on the same exponential, and the lane-wise sum of squares of RMS
+//! norm, so a model layer gets neither a second implementation.
 
 use super::simd::{Simd, SimdLevel, SimdTask, exp_non_positive, run_at};
+
+/// `Σ x²` over `xs` in sixteen independent partial sums (RMS norm's mean square without a chain
+/// of dependent additions).
+pub fn sum_of_squares(xs: &[f32]) -> f32 {
+    super::simd::sum_of_squares(xs)
+}
 
 /// Elements per inner block: the exponentials of one block live in a stack buffer in L1.
 const BLOCK: usize = 64;

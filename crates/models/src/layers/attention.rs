@@ -1,11 +1,11 @@
 //! The self-attention half of a decoder block: projections and RoPE here, the attention itself
 //! delegated to an [`AttentionStep`] (dense causal or paged).
 
+use attention_kernels::with_f32_slice;
 use candle_core::Tensor;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::layers::cpu_f32::with_f32_slice;
 use crate::layers::linear::Linear;
 use crate::layers::rotary::{RotaryAtPositions, rotate_heads};
 use crate::tensor_names::{FamilyNames, QkvNames};
@@ -93,7 +93,15 @@ impl SelfAttention {
         let (q, k, v) = self.split_heads(&qkv, rotary)?;
         let attended = step.attend(layer, &q, &k, &v)?;
         self.out
-            .forward(&attended.reshape((tokens, self.num_heads * self.head_dim))?)
+            .forward(&attended.reshape((tokens, self.widths().0))?)
+    }
+
+    /// Columns of q and of each of k and v in the fused projection.
+    fn widths(&self) -> (usize, usize) {
+        (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        )
     }
 
     /// q, k and v (`[tokens, heads, head_dim]` each) of the fused projection `qkv` (q columns,
@@ -132,10 +140,7 @@ impl SelfAttention {
         rotary: Option<&RotaryAtPositions>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let tokens = qkv.dim(0)?;
-        let (q_width, kv_width) = (
-            self.num_heads * self.head_dim,
-            self.num_kv_heads * self.head_dim,
-        );
+        let (q_width, kv_width) = self.widths();
         let split = |start: usize, heads: usize| -> Result<Tensor> {
             Ok(qkv.narrow(1, start, heads * self.head_dim)?.reshape((
                 tokens,
@@ -160,10 +165,7 @@ impl SelfAttention {
         qkv: &[f32],
         tables: Option<(&[f32], &[f32])>,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (q_width, kv_width) = (
-            self.num_heads * self.head_dim,
-            self.num_kv_heads * self.head_dim,
-        );
+        let (q_width, kv_width) = self.widths();
         let width = q_width + 2 * kv_width;
         let tokens = qkv.len() / width;
         let half = self.head_dim / 2;

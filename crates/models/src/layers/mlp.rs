@@ -1,11 +1,11 @@
 //! The feed-forward half of a decoder block.
 
+use attention_kernels::with_f32_slice;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::config::{MlpKind, ModelConfig};
 use crate::error::Result;
-use crate::layers::cpu_f32::with_f32_slice;
 use crate::layers::linear::Linear;
 use crate::tensor_names::{FamilyNames, UpNames};
 use crate::weight_source::WeightSource;

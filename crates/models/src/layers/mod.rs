@@ -2,7 +2,6 @@
 
 pub(crate) mod attention;
 pub(crate) mod block;
-pub(crate) mod cpu_f32;
 pub(crate) mod embedding;
 pub(crate) mod linear;
 pub(crate) mod mlp;

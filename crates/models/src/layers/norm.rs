@@ -1,18 +1,20 @@
 //! RMS and layer normalisation.
 
+use std::ops::Range;
+
+use attention_kernels::{sum_of_squares, with_f32_slice};
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 use crate::config::NormKind;
 use crate::error::Result;
-use crate::layers::cpu_f32::with_f32_slice;
-use rayon::prelude::*;
+use crate::weight_source::{Init, WeightSource};
 
-/// Rows per parallel task of the f32 loops (a decode step's few rows stay on one thread).
+/// Rows per parallel task of the f32 loops.
 const ROWS_PER_TASK: usize = 16;
 /// Fewest tasks a thread takes: below `ROWS_PER_TASK · TASKS_PER_SPLIT` rows (a decode step) the
 /// loop stays on the calling thread, where waking a worker would cost more than it saves.
 const TASKS_PER_SPLIT: usize = 4;
-use crate::weight_source::{Init, WeightSource};
 
 /// A normalisation over the last dimension.
 ///
@@ -63,25 +65,22 @@ impl Norm {
     /// `(x + delta, norm(x + delta))`: a residual sum and its normalisation. Both are `[rows,
     /// hidden]`.
     pub(crate) fn forward_residual(&self, x: &Tensor, delta: &Tensor) -> Result<(Tensor, Tensor)> {
-        let sum = with_f32_slice(x, |x| {
-            with_f32_slice(delta, |delta| {
-                let mut sum = vec![0.0f32; x.len()];
-                sum.par_chunks_mut(ROWS_PER_TASK * self.hidden())
-                    .zip(x.par_chunks(ROWS_PER_TASK * self.hidden()))
-                    .zip(delta.par_chunks(ROWS_PER_TASK * self.hidden()))
-                    .with_min_len(TASKS_PER_SPLIT)
-                    .for_each(|((sum, x), delta)| {
-                        for ((s, x), d) in sum.iter_mut().zip(x).zip(delta) {
-                            *s = x + d;
-                        }
-                    });
-                sum
+        let add = |x: &[f32], delta: &[f32]| {
+            row_blocks(x.len(), self.hidden(), |range, sum| {
+                let (x, delta) = (&x[range.clone()], &delta[range]);
+                for ((s, x), d) in sum.iter_mut().zip(x).zip(delta) {
+                    *s = x + d;
+                }
             })
-        })
-        .flatten();
-        let sum = match (sum, x.dims() == delta.dims()) {
-            (Some(sum), true) => Tensor::from_vec(sum, x.dims(), x.device())?,
-            _ => (x + delta)?,
+        };
+        let sum = if x.dims() == delta.dims() {
+            with_f32_slice(x, |x| with_f32_slice(delta, |delta| add(x, delta))).flatten()
+        } else {
+            None
+        };
+        let sum = match sum {
+            Some(sum) => Tensor::from_vec(sum, x.dims(), x.device())?,
+            None => (x + delta)?,
         };
         let normed = self.forward(&sum)?;
         Ok((sum, normed))
@@ -91,9 +90,9 @@ impl Norm {
         self.weight.elem_count()
     }
 
-    /// RMS norm of a contiguous f32 CPU `x: [rows, hidden]` with f32 weights, rows spread over
-    /// rayon's pool, as candle computes it (`x / sqrt(mean(x²) + eps) · weight`, sums in f32);
-    /// `None` for layer norm and other dtypes or devices.
+    /// RMS norm of a contiguous f32 CPU `x: [rows, hidden]` with f32 weights, as candle computes
+    /// it (`x / sqrt(mean(x²) + eps) · weight`, sums in f32); `None` for layer norm and other
+    /// dtypes or devices.
     fn rms_f32(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let hidden = self.hidden();
         if self.bias.is_some() || x.dims().last() != Some(&hidden) {
@@ -101,20 +100,16 @@ impl Norm {
         }
         let normed = with_f32_slice(x, |x| {
             with_f32_slice(&self.weight, |weight| {
-                let mut out = vec![0.0f32; x.len()];
-                out.par_chunks_mut(ROWS_PER_TASK * hidden)
-                    .zip(x.par_chunks(ROWS_PER_TASK * hidden))
-                    .with_min_len(TASKS_PER_SPLIT)
-                    .for_each(|(out, x)| {
-                        for (out, x) in out.chunks_exact_mut(hidden).zip(x.chunks_exact(hidden)) {
-                            let mean_square = sum_of_squares(x) / hidden as f32;
-                            let scale = 1.0 / (mean_square + self.eps).sqrt();
-                            for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
-                                *o = v * scale * w;
-                            }
+                row_blocks(x.len(), hidden, |range, out| {
+                    let rows = x[range].chunks_exact(hidden);
+                    for (out, x) in out.chunks_exact_mut(hidden).zip(rows) {
+                        let mean_square = sum_of_squares(x) / hidden as f32;
+                        let scale = 1.0 / (mean_square + self.eps).sqrt();
+                        for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+                            *o = v * scale * w;
                         }
-                    });
-                out
+                    }
+                })
             })
         })
         .flatten();
@@ -125,18 +120,23 @@ impl Norm {
     }
 }
 
-/// `Σ x²` in sixteen independent partial sums, so the additions pipeline and vectorise (one
-/// running f32 sum is a chain of dependent additions, about 1 µs per 768-wide row).
-fn sum_of_squares(x: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let (chunks, tail) = x.as_chunks::<LANES>();
-    let mut lanes = [0.0f32; LANES];
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v * v;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>()
+/// `len` f32 filled in blocks of [`ROWS_PER_TASK`] rows of `width` over rayon's pool (a decode
+/// step's few rows stay on the calling thread): `fill(range, out)` writes elements `range`.
+fn row_blocks(
+    len: usize,
+    width: usize,
+    fill: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let block = ROWS_PER_TASK * width.max(1);
+    let mut out = vec![0.0f32; len];
+    out.par_chunks_mut(block)
+        .enumerate()
+        .with_min_len(TASKS_PER_SPLIT)
+        .for_each(|(index, out)| {
+            let start = index * block;
+            fill(start..start + out.len(), out);
+        });
+    out
 }
 
 #[cfg(test)]

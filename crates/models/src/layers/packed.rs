@@ -21,11 +21,11 @@ use std::arch::x86_64::{
 };
 use std::sync::Arc;
 
+use attention_kernels::with_f32_slice;
 use candle_core::{DType, Device, Tensor};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
 use crate::error::Result;
-use crate::layers::cpu_f32::with_f32_slice;
 
 /// Output columns per packed panel: four AVX-512 vectors of f32.
 const PANEL: usize = 64;

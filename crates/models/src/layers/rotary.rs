@@ -3,11 +3,11 @@
 
 use std::f64::consts::PI;
 
+use attention_kernels::with_f32_slice;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::RopeScaling;
 use crate::error::Result;
-use crate::layers::cpu_f32::with_f32_slice;
 
 /// Precomputed cosines and sines for every position the model supports.
 ///

@@ -9,12 +9,11 @@ use sampling::PositionLogprobs;
 
 use super::AppState;
 use super::generate::{
-    Envelope, collect, finish_fields, json_logprob, prompt_logprobs_json, stream_chunks,
-    streamed_prompt_logprobs, token_text,
+    Envelope, StreamDelta, collect, finish_fields, json_logprob, prompt_logprobs_json,
+    stream_chunks, streamed_prompt_logprobs, token_text,
 };
 use crate::api_error::{ApiError, ApiJson};
 use crate::chat::TemplateMessage;
-use crate::engine::{ChoiceDelta, PromptLogprobs};
 use crate::openai::{
     ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, ChatMessageOut,
     ChatTokenLogprob,
@@ -102,13 +101,8 @@ pub async fn chat_completions(
     let include_usage = request
         .stream_options
         .is_some_and(|options| options.include_usage);
-    let mut role_pending = vec![true; n];
     // A chat stream never computes prompt logprobs (see `streamed_prompt_logprobs`).
-    let choice = move |delta: ChoiceDelta, _: Option<PromptLogprobs>| {
-        let first = role_pending
-            .get_mut(delta.index)
-            .map(std::mem::take)
-            .unwrap_or(false);
+    let choice = move |StreamDelta { delta, first, .. }: StreamDelta| {
         let logprobs =
             with_logprobs.then(|| chat_logprobs(&state, &delta.logprobs, &delta.token_ids));
         let (finish_reason, stop_reason) = finish_fields(delta.finish);

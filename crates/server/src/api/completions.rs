@@ -10,11 +10,10 @@ use sampling::PositionLogprobs;
 
 use super::AppState;
 use super::generate::{
-    Envelope, collect, finish_fields, json_logprob, prompt_logprobs_json, stream_chunks,
-    streamed_prompt_logprobs, token_text,
+    Envelope, StreamDelta, collect, finish_fields, json_logprob, prompt_logprobs_json,
+    stream_chunks, streamed_prompt_logprobs, token_text,
 };
 use crate::api_error::{ApiError, ApiJson};
-use crate::engine::{ChoiceDelta, PromptLogprobs};
 use crate::openai::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponseChoice, PromptInput,
 };
@@ -57,20 +56,12 @@ pub async fn completions(
                     // The one token generated to get the prompt computed is not part of the answer.
                     (choice.text, choice.token_ids, choice.logprobs) = Default::default();
                 }
-                let logprobs = if echo.with_logprobs {
-                    let prompt = choice.prompt_logprobs.as_deref().unwrap_or_default();
-                    let positions = prompt
-                        .iter()
-                        .map(Option::as_ref)
-                        .chain(choice.logprobs.iter().map(Some));
-                    let tokens = prompt_ids[index / n].iter().chain(&choice.token_ids);
-                    Some(legacy_logprobs(&state, positions.zip(tokens), 0))
-                } else {
-                    let positions = choice.logprobs.iter().map(Some);
-                    (!choice.logprobs.is_empty()).then(|| {
-                        legacy_logprobs(&state, positions.zip(&choice.token_ids), echoed.len())
-                    })
-                };
+                let prompt = choice
+                    .prompt_logprobs
+                    .as_deref()
+                    .filter(|_| echo.with_logprobs)
+                    .map(|list| (list, &prompt_ids[index / n][..]));
+                let logprobs = choice_logprobs(&state, prompt, &choice.logprobs, &choice.token_ids);
                 let (finish_reason, stop_reason) = finish_fields(choice.finish);
                 CompletionResponseChoice {
                     choice: CompletionChoice {
@@ -94,33 +85,24 @@ pub async fn completions(
     let include_usage = request
         .stream_options
         .is_some_and(|options| options.include_usage);
-    let mut echo_pending: Vec<bool> = vec![request.echo; echoes.len() * n];
-    let choice = move |mut delta: ChoiceDelta, prompt_logprobs: Option<PromptLogprobs>| {
+    let choice = move |stream: StreamDelta| {
+        let mut delta = stream.delta;
         if echo.without_generation {
             (delta.text, delta.token_ids, delta.logprobs) = Default::default();
         }
+        // A choice's first chunk carries the echo (empty without `echo`) and, for an echo with
+        // logprobs, the prompt's positions.
         let mut text = String::new();
-        if std::mem::take(&mut echo_pending[delta.index]) {
+        if stream.first {
             text.push_str(&echoes[delta.index / n]);
         }
         text.push_str(&delta.text);
-        // The first delta of an echo with logprobs carries the prompt's positions first.
-        let prompt = match &prompt_logprobs {
-            Some(list) if echo.with_logprobs => &list[..],
-            _ => &[],
-        };
-        let prompt_tokens = if prompt.is_empty() {
-            &[][..]
-        } else {
-            &prompt_ids[delta.index / n][..]
-        };
-        let positions = prompt
-            .iter()
-            .map(Option::as_ref)
-            .chain(delta.logprobs.iter().map(Some));
-        let tokens = prompt_tokens.iter().chain(&delta.token_ids);
-        let logprobs = (!prompt.is_empty() || !delta.logprobs.is_empty())
-            .then(|| legacy_logprobs(&state, positions.zip(tokens), 0));
+        let prompt = stream
+            .prompt_logprobs
+            .as_deref()
+            .filter(|_| echo.with_logprobs)
+            .map(|list| (list, &prompt_ids[delta.index / n][..]));
+        let logprobs = choice_logprobs(&state, prompt, &delta.logprobs, &delta.token_ids);
         let (finish_reason, stop_reason) = finish_fields(delta.finish);
         CompletionChoice {
             index: delta.index,
@@ -178,20 +160,40 @@ impl EchoScoring {
     }
 }
 
+/// OpenAI's legacy logprobs of a choice (or chunk): with `prompt` (an echo with logprobs: the
+/// prompt's positions and tokens), the prompt tokens first, then the generated `positions` of
+/// `tokens`; `None` when there are no positions at all.
+fn choice_logprobs(
+    state: &Arc<AppState>,
+    prompt: Option<(&[Option<PositionLogprobs>], &[u32])>,
+    positions: &[PositionLogprobs],
+    tokens: &[u32],
+) -> Option<CompletionLogprobs> {
+    let (prompt_positions, prompt_tokens) = prompt.unwrap_or_default();
+    if prompt_positions.is_empty() && positions.is_empty() {
+        return None;
+    }
+    let positions = prompt_positions
+        .iter()
+        .map(Option::as_ref)
+        .chain(positions.iter().map(Some));
+    let tokens = prompt_tokens.iter().chain(tokens);
+    Some(legacy_logprobs(state, positions.zip(tokens)))
+}
+
 /// OpenAI's legacy logprobs of `(position, token)` pairs: token texts, their logprobs, top
-/// alternatives by text, and each token's character offset (starting at `offset`). A position
-/// without logprobs (a prompt's first token) has `null` logprob and alternatives.
+/// alternatives by text, and each token's character offset from the start of the listed text. A
+/// position without logprobs (a prompt's first token) has `null` logprob and alternatives.
 fn legacy_logprobs<'a>(
     state: &Arc<AppState>,
     positions: impl Iterator<Item = (Option<&'a PositionLogprobs>, &'a u32)>,
-    offset: usize,
 ) -> CompletionLogprobs {
     let mut logprobs = CompletionLogprobs::default();
-    let mut position = offset;
+    let mut offset = 0;
     for (entry, &token) in positions {
         let text = token_text(state, token);
-        logprobs.text_offset.push(position);
-        position += text.len();
+        logprobs.text_offset.push(offset);
+        offset += text.len();
         logprobs
             .token_logprobs
             .push(entry.map(|entry| json_logprob(entry.chosen.logprob)));

@@ -323,13 +323,10 @@ pub fn stream_chunks<C, F>(
 ) -> Response
 where
     C: Serialize + Send + 'static,
-    F: FnMut(ChoiceDelta, Option<PromptLogprobs>) -> C + Send + 'static,
+    F: FnMut(StreamDelta) -> C + Send + 'static,
 {
     let format = move |item: StreamItem| match item {
-        StreamItem::Delta {
-            delta,
-            prompt_logprobs,
-        } => vec![envelope.wrap(object, vec![choice(delta, prompt_logprobs)], None)],
+        StreamItem::Delta(delta) => vec![envelope.wrap(object, vec![choice(delta)], None)],
         StreamItem::Done(usage) if include_usage => {
             vec![envelope.wrap(object, Vec::new(), Some(usage.into()))]
         }
@@ -340,16 +337,20 @@ where
 
 /// What a streamed response formats into SSE payloads.
 pub enum StreamItem {
-    /// A delta of choice `index` (already offset by the prompt's position), with its prompt's
-    /// logprobs on the choice's first delta when the request computed them.
-    Delta {
-        /// The delta.
-        delta: ChoiceDelta,
-        /// The prompt's logprobs, on the choice's first delta only.
-        prompt_logprobs: Option<PromptLogprobs>,
-    },
+    /// A delta of one choice.
+    Delta(StreamDelta),
     /// All requests finished; the usage summed over them.
     Done(EngineUsage),
+}
+
+/// A delta of choice `delta.index` (already offset by the prompt's position) as a stream sees it.
+pub struct StreamDelta {
+    /// The delta.
+    pub delta: ChoiceDelta,
+    /// This is the choice's first delta (where a chunk puts what comes once: the role, the echo).
+    pub first: bool,
+    /// The prompt's logprobs, on the choice's first delta when the request computed them.
+    pub prompt_logprobs: Option<PromptLogprobs>,
 }
 
 /// Streams the events of all `receivers` as SSE: `format` turns each item into zero or more
@@ -397,10 +398,11 @@ where
                         .get_mut(delta.index)
                         .is_some_and(|started| !std::mem::replace(started, true));
                     let prompt_logprobs = first.then(|| prompt_lists[prompt].clone()).flatten();
-                    StreamItem::Delta {
+                    StreamItem::Delta(StreamDelta {
                         delta,
+                        first,
                         prompt_logprobs,
-                    }
+                    })
                 }
                 Event::Done(done) => {
                     usage += done;

@@ -8,6 +8,14 @@ use clap::Parser;
 use serde_json::Value;
 use server::cli::Args;
 
+/// Bytes of one demo-model KV block: 2 layers × (K, V) × 16 tokens × 2 KV heads × 16 × f32.
+pub const DEMO_BLOCK_BYTES: usize = 2 * 2 * 16 * 2 * 16 * 4;
+
+/// The `--kv-cache-memory` value that gives the demo model a pool of exactly `blocks` blocks.
+pub fn kv_memory_for_blocks(blocks: usize) -> String {
+    (blocks * DEMO_BLOCK_BYTES).to_string()
+}
+
 /// A running server; shut down when dropped.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
@@ -64,6 +72,14 @@ impl TestServer {
     /// JSON).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// The `/tokenize` answer for `text` without special tokens (`tokens` and `count`).
+    pub async fn tokenize(&self, text: &str) -> Value {
+        let body = serde_json::json!({"prompt": text, "add_special_tokens": false});
+        let (status, tokenized) = self.post("/tokenize", &body).await;
+        assert_eq!(status, 200, "{tokenized}");
+        tokenized
     }
 
     /// POSTs raw bytes to `path`; returns the status and the parsed JSON body (Null if not JSON).
