@@ -1,6 +1,23 @@
-//! Software prefetch of the K/V rows of the next chunk of keys, so that scattered blocks have
+//! Software prefetch of K/V rows ahead of the kernels' reads, so that scattered blocks have
 //! memory requests in flight before the kernel reaches them (the hardware prefetcher does not
 //! follow a block table).
+
+/// Bytes per cache line.
+pub(crate) const LINE_BYTES: usize = 64;
+
+/// Hints the CPU to load the cache line holding `address` into the L2 cache. Never faults (any
+/// address may be passed); a no-op off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch_line<T>(address: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        // SAFETY: prefetching is a hint that never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(address.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
 
 /// Hints the CPU to start loading `data`. With `every_line`, every cache line of it is fetched
 /// into the L2 cache (leaving the L1 working set alone); otherwise only its first line is
@@ -11,11 +28,9 @@ pub(crate) fn prefetch_row<T>(data: &[T], every_line: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T2, _mm_prefetch};
-        /// Bytes per cache line.
-        const LINE: usize = 64;
         let start = data.as_ptr().cast::<i8>();
         if every_line {
-            for offset in (0..size_of_val(data)).step_by(LINE) {
+            for offset in (0..size_of_val(data)).step_by(LINE_BYTES) {
                 // SAFETY: `offset` lies inside `data`; prefetching never faults.
                 unsafe { _mm_prefetch::<_MM_HINT_T2>(start.add(offset)) };
             }

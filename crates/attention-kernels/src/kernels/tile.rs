@@ -9,6 +9,7 @@
 
 use crate::element::KvElement;
 
+use super::prefetch::{LINE_BYTES, prefetch_line};
 use super::simd::{Simd, load_kv, load_kv_partial};
 
 /// Lanes of one [`Simd::V`].
@@ -25,6 +26,10 @@ pub(crate) trait Rows {
     /// # Safety
     /// `k < self.len()` and `col + 16 <= self.cols()`.
     unsafe fn load<S: Simd>(&self, k: usize, col: usize) -> S::V;
+    /// Hints the memory system to fetch lanes `col..col + 16` of the row read some way after
+    /// row `k` (see [`PlaneRows::with_lookahead`]); a no-op for rows without a lookahead.
+    #[inline(always)]
+    fn prefetch_ahead(&self, _k: usize, _col: usize) {}
 }
 
 /// Row-major f32 rows of `stride` floats (a multiple of 16).
@@ -73,6 +78,8 @@ pub(crate) struct PlaneRows<'a, T> {
     start: usize,
     /// Elements per row.
     width: usize,
+    /// Offsets of the rows to prefetch: `ahead[k]` while row `k` is read (none past its end).
+    ahead: &'a [usize],
 }
 
 impl<'a, T: KvElement> PlaneRows<'a, T> {
@@ -89,7 +96,14 @@ impl<'a, T: KvElement> PlaneRows<'a, T> {
             span,
             start: 0,
             width: span,
+            ahead: &[],
         }
+    }
+
+    /// The same rows, prefetching the row at plane offset `ahead[k]` (the same columns) while
+    /// row `k` is read; rows past the end of `ahead` prefetch nothing.
+    pub(crate) fn with_lookahead(self, ahead: &'a [usize]) -> Self {
+        Self { ahead, ..self }
     }
 
     /// Elements `start..start + width` of every row.
@@ -106,6 +120,7 @@ impl<'a, T: KvElement> PlaneRows<'a, T> {
     pub(crate) fn skip(&self, first: usize) -> Self {
         Self {
             offsets: &self.offsets[first..],
+            ahead: &self.ahead[first.min(self.ahead.len())..],
             ..*self
         }
     }
@@ -135,6 +150,15 @@ impl<T: KvElement> Rows for PlaneRows<'_, T> {
             } else {
                 load_kv_partial::<S, T>(row, self.width - col)
             }
+        }
+    }
+    #[inline(always)]
+    fn prefetch_ahead(&self, k: usize, col: usize) {
+        // One prefetch per 64 bytes of row: every load for f32, every other for 2-byte types.
+        if (col * std::mem::size_of::<T>()).is_multiple_of(LINE_BYTES)
+            && let Some(&offset) = self.ahead.get(k)
+        {
+            prefetch_line(self.plane.as_ptr().wrapping_add(offset + self.start + col));
         }
     }
 }
@@ -232,6 +256,9 @@ unsafe fn block<S: Simd, const MR: usize, const NR: usize>(
         }
         for k in 0..depth {
             let bv: [S::V; NR] = std::array::from_fn(|j| b.load::<S>(k, col + j * LANES));
+            for j in 0..NR {
+                b.prefetch_ahead(k, col + j * LANES);
+            }
             let ak = a.add(k * a_col);
             for (i, row) in acc.iter_mut().enumerate() {
                 let x = S::splat(*ak.add(i * a_row));
@@ -314,6 +341,9 @@ unsafe fn dot_block<S: Simd, const HB: usize, const KB: usize>(
     unsafe {
         for c in (0..stride).step_by(LANES) {
             let kv: [S::V; KB] = std::array::from_fn(|i| keys.load::<S>(t + i, c));
+            for i in 0..KB {
+                keys.prefetch_ahead(t + i, c);
+            }
             for (h, row) in acc.iter_mut().enumerate() {
                 let qv = S::load(q.add(h * stride + c));
                 for (x, k) in row.iter_mut().zip(kv) {
