@@ -271,7 +271,7 @@ fn time_paged_read(
 }
 
 /// XORs the `row_bytes` (whole cache lines) at `plane + row` into `acc`, prefetching each line
-/// of the row at `plane + ahead` into L2; one 64-byte load per line on AVX-512.
+/// of the row at `plane + ahead` into L2: one 64-byte load per line where the CPU has AVX-512.
 ///
 /// # Safety
 /// Both rows must lie inside the allocation `plane` points into.
@@ -282,42 +282,56 @@ unsafe fn read_row(
     row_bytes: usize,
     acc: &mut [u64; 8],
 ) {
+    #[inline(always)]
+    unsafe fn body(
+        plane: *const u8,
+        row: usize,
+        ahead: Option<usize>,
+        bytes: usize,
+        acc: &mut [u64; 8],
+    ) {
+        for line in (0..bytes).step_by(64) {
+            if let Some(ahead) = ahead {
+                prefetch(plane.wrapping_add(ahead + line));
+            }
+            // SAFETY: the line lies inside the row, by the caller's contract.
+            let words: [u64; 8] =
+                unsafe { plane.add(row + line).cast::<[u64; 8]>().read_unaligned() };
+            for (a, w) in acc.iter_mut().zip(words) {
+                *a ^= w;
+            }
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F; the rows are the caller's contract.
-        return unsafe { read_row_avx512(plane, row, ahead, row_bytes, acc) };
-    }
-    for line in (row..row + row_bytes).step_by(64) {
-        // SAFETY: the line lies inside the row.
-        let words: [u64; 8] = unsafe { plane.add(line).cast::<[u64; 8]>().read_unaligned() };
-        for (a, w) in acc.iter_mut().zip(words) {
-            *a ^= w;
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(
+            plane: *const u8,
+            row: usize,
+            ahead: Option<usize>,
+            bytes: usize,
+            acc: &mut [u64; 8],
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe { body(plane, row, ahead, bytes, acc) }
         }
+        // SAFETY: the CPU has AVX-512F; the rows are the caller's contract.
+        return unsafe { avx512(plane, row, ahead, row_bytes, acc) };
     }
+    // SAFETY: the caller's contract.
+    unsafe { body(plane, row, ahead, row_bytes, acc) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn read_row_avx512(
-    plane: *const u8,
-    row: usize,
-    ahead: Option<usize>,
-    row_bytes: usize,
-    acc: &mut [u64; 8],
-) {
-    use std::arch::x86_64::*;
-    // SAFETY (loads and stores): inside the rows by the caller's contract, or on `acc`;
-    // prefetching never faults.
+/// Hints the CPU to load the cache line at `address` into L2; never faults.
+fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint that never faults, whatever the address.
     unsafe {
-        let mut x = _mm512_loadu_si512(acc.as_ptr().cast());
-        for line in (0..row_bytes).step_by(64) {
-            if let Some(ahead) = ahead {
-                _mm_prefetch::<_MM_HINT_T1>(plane.wrapping_add(ahead + line).cast());
-            }
-            x = _mm512_xor_si512(x, _mm512_loadu_si512(plane.add(row + line).cast()));
-        }
-        _mm512_storeu_si512(acc.as_mut_ptr().cast(), x);
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T1>(address.cast());
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 /// Median time of one attention call over `layer`, cold (cache evicted before each run).

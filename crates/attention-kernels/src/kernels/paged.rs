@@ -179,13 +179,13 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
         self.item.kv_heads.start * d..self.item.kv_heads.end * d
     }
 
-    /// Starts loading the K and V rows at `offsets`.
+    /// Starts loading the K and V rows at `offsets` (the prefill tiles' next chunk).
     ///
     /// Rows of 2-byte elements are prefetched line by line; f32 rows only at their first line.
-    /// Measured on a Sapphire Rapids Xeon: the hardware streamer keeps up with f32 rows on its
-    /// own once started (prefetching every line then only costs bandwidth, 75–90 % of the
-    /// streaming read instead of 90–100 %), but not with half-width rows (40–55 % without,
-    /// 55–75 % with every line prefetched).
+    /// The rule was measured on the decode kernel before it moved to a per-line lookahead (against
+    /// a 4 KiB-page streaming read): the hardware streamer kept up with f32 rows on its own once
+    /// started (prefetching every line only cost bandwidth, 75–90 % instead of 90–100 %), but not
+    /// with half-width rows (40–55 % without, 55–75 % with every line prefetched).
     fn prefetch(&self, offsets: &[usize]) {
         let columns = self.columns();
         let every_line = std::mem::size_of::<T>() < 4;
@@ -229,13 +229,9 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
 
     /// A walk over the item's keys in chunks of at most [`KEY_CHUNK`] positions.
     fn chunk_walk(&self) -> ChunkWalk {
-        let keys = self.keys.clone();
         ChunkWalk {
-            chunks: (keys.start..keys.end)
-                .step_by(KEY_CHUNK)
-                .map(|s| s..(s + KEY_CHUNK).min(keys.end))
-                .collect(),
-            next: 0,
+            keys: self.keys.clone(),
+            next: self.keys.start,
             window: Vec::new(),
             current: 0,
         }
@@ -248,8 +244,9 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
 /// closure over the chunk body) keeps the body inside the caller's `target_feature` function,
 /// where the SIMD helpers inline.
 struct ChunkWalk {
-    chunks: Vec<Range<usize>>,
-    /// Index of the chunk the next [`ChunkWalk::advance`] returns.
+    /// The item's keys.
+    keys: Range<usize>,
+    /// First key of the chunk the next [`ChunkWalk::advance`] returns.
     next: usize,
     /// Slot offsets of the current chunk, then of the next one.
     window: Vec<usize>,
@@ -258,18 +255,23 @@ struct ChunkWalk {
 }
 
 impl ChunkWalk {
+    /// The chunk starting at key `start`, if any keys are left there.
+    fn chunk_at(&self, start: usize) -> Option<Range<usize>> {
+        (start < self.keys.end).then(|| start..(start + KEY_CHUNK).min(self.keys.end))
+    }
+
     /// Moves to the next chunk and returns it, with the window moved along.
     #[inline(always)]
     fn advance<T: KvElement>(&mut self, view: &ItemView<'_, '_, T>) -> Option<Range<usize>> {
-        let chunk = self.chunks.get(self.next)?.clone();
-        if self.next == 0 {
+        let chunk = self.chunk_at(self.next)?;
+        if self.next == self.keys.start {
             view.push_offsets(chunk.clone(), &mut self.window);
         }
         self.window.drain(..self.current);
         self.current = chunk.len();
-        self.next += 1;
-        if let Some(following) = self.chunks.get(self.next) {
-            view.push_offsets(following.clone(), &mut self.window);
+        self.next = chunk.end;
+        if let Some(following) = self.chunk_at(self.next) {
+            view.push_offsets(following, &mut self.window);
         }
         Some(chunk)
     }
@@ -369,8 +371,9 @@ fn softmax_lanes<S: Simd>(
 /// Every cache line the two passes load comes with a prefetch of the same line of the slot
 /// [`KEY_GROUP`] positions later (into the next chunk where the current one ends), so memory
 /// requests stay in flight at a steady rate while the arithmetic runs. Measured on this kernel
-/// (32q/8kv/128 f32, cold): 21–22 GB/s with the next chunk prefetched a few rows per step,
-/// 24–25 GB/s with this lookahead; 2 or 4 slots ahead gain less, 24 or 32 no more.
+/// (32q/8kv/128, block 16, batch 64, cold): f32 21–22 GB/s with the next chunk prefetched a few
+/// rows per step, 24–25 GB/s with this lookahead; 2 slots ahead gain less, 4 as much in f32 but
+/// 30 % less in bf16, 24 or 32 no more.
 #[inline(always)]
 fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let inputs = view.inputs;
@@ -394,10 +397,10 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let mut walk = view.chunk_walk();
     while let Some(chunk) = walk.advance(view) {
         let n = chunk.len();
-        let keys = PlaneRows::new(inputs.planes.key(), walk.offsets(), span)
-            .with_lookahead(walk.ahead(KEY_GROUP));
-        let values = PlaneRows::new(inputs.planes.value(), walk.offsets(), span)
-            .with_lookahead(walk.ahead(KEY_GROUP));
+        let ahead = walk.ahead(KEY_GROUP);
+        let keys = PlaneRows::new(inputs.planes.key(), walk.offsets(), span).with_lookahead(ahead);
+        let values =
+            PlaneRows::new(inputs.planes.value(), walk.offsets(), span).with_lookahead(ahead);
         for t in (0..n).step_by(KEY_GROUP) {
             let len = KEY_GROUP.min(n - t);
             for (kl, kv_head) in kv_heads.clone().enumerate() {

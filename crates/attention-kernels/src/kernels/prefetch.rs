@@ -25,20 +25,17 @@ pub(crate) fn prefetch_line<T>(address: *const T) {
 /// A no-op off x86-64.
 #[inline(always)]
 pub(crate) fn prefetch_row<T>(data: &[T], every_line: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T2, _mm_prefetch};
-        let start = data.as_ptr().cast::<i8>();
-        if every_line {
-            for offset in (0..size_of_val(data)).step_by(LINE_BYTES) {
-                // SAFETY: `offset` lies inside `data`; prefetching never faults.
-                unsafe { _mm_prefetch::<_MM_HINT_T2>(start.add(offset)) };
-            }
-        } else if !data.is_empty() {
-            // SAFETY: as above (offset 0 of a non-empty slice).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start) };
+    let start = data.as_ptr().cast::<u8>();
+    if every_line {
+        for offset in (0..size_of_val(data)).step_by(LINE_BYTES) {
+            prefetch_line(start.wrapping_add(offset));
         }
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, every_line);
+    #[cfg(target_arch = "x86_64")]
+    if !data.is_empty() {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching never faults (and offset 0 of a non-empty slice lies inside it).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(start.cast()) };
+    }
 }
