@@ -94,13 +94,51 @@ impl<T: KvElement> SimdTask for ItemTask<'_, '_, T> {
     }
 }
 
-/// Keys processed together (one online-softmax step), across block boundaries.
-const KEY_CHUNK: usize = 32;
+/// Keys a prefill tile processes together (one online-softmax step), across block boundaries.
+const TILE_CHUNK: usize = 32;
 
-/// Keys a decode item scores (or accumulates) for all its kv heads before moving on: the slot
-/// rows of a group are read together, front to back (16 keys fill the (1 head × 16 keys) and
-/// (4 heads × 4 keys) blocks of [`dots`]).
-const KEY_GROUP: usize = 16;
+/// Keys a decode item processes together (one online-softmax step), across block boundaries.
+const DECODE_CHUNK: usize = 64;
+
+/// Interleaved streams a decode chunk is read as (see [`KeyOrder`]). Each step of the decode
+/// kernel reads one slot row of every stream, for all its kv heads (4 keys fill the (4 heads ×
+/// 4 keys) blocks of [`dots`]).
+const DECODE_STREAMS: usize = 4;
+
+/// How far ahead, in visited slots, decode loads prefetch: two rows on in each stream.
+const DECODE_LOOKAHEAD: usize = 2 * DECODE_STREAMS;
+
+/// The order in which a chunk's keys are visited: the chunk is cut into `streams` equal runs of
+/// consecutive keys, and the walk takes the next key of each run in turn. Softmax and P·V do
+/// not depend on the order of keys, but memory does: on the 2-core CI VM, four interleaved
+/// runs of scattered blocks read at 31–32 GB/s against 26–28 for one run at a time with the
+/// same prefetch (a 64 KiB-block microbenchmark; the machine's linear read is 34 GB/s).
+/// A chunk whose length `streams` does not divide is visited in place (one run).
+#[derive(Debug, Clone, Copy)]
+struct KeyOrder {
+    streams: usize,
+    /// Keys per run.
+    run: usize,
+}
+
+impl KeyOrder {
+    fn new(len: usize, streams: usize) -> Self {
+        let streams = if len.is_multiple_of(streams) {
+            streams
+        } else {
+            1
+        };
+        Self {
+            streams,
+            run: len / streams,
+        }
+    }
+
+    /// Offset within the chunk of the `t`-th key visited.
+    fn key(&self, t: usize) -> usize {
+        (t % self.streams) * self.run + t / self.streams
+    }
+}
 
 /// Runs one work item: single-row items (decode) with the multi-head dot product, query tiles
 /// (prefill) as small GEMMs with the query vectors in vector lanes.
@@ -163,11 +201,14 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
         &self.inputs.query[row + head * d..row + (head + 1) * d]
     }
 
-    /// Appends the plane offsets of the slots of key positions `keys` to `offsets`.
-    fn push_offsets(&self, keys: Range<usize>, offsets: &mut Vec<usize>) {
+    /// Appends the plane offsets of the slots of key positions `keys` to `offsets`, in the
+    /// visiting order of `streams` runs (see [`KeyOrder`]).
+    fn push_offsets(&self, keys: Range<usize>, streams: usize, offsets: &mut Vec<usize>) {
         let geom = &self.inputs.geometry;
         let bs = geom.block_size;
-        offsets.extend(keys.map(|p| {
+        let order = KeyOrder::new(keys.len(), streams);
+        offsets.extend((0..keys.len()).map(|t| {
+            let p = keys.start + order.key(t);
             let slot = self.seq.block_table[p / bs] as usize * bs + p % bs;
             geom.row_offset(slot, 0)
         }));
@@ -227,10 +268,13 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
         }
     }
 
-    /// A walk over the item's keys in chunks of at most [`KEY_CHUNK`] positions.
-    fn chunk_walk(&self) -> ChunkWalk {
+    /// A walk over the item's keys in chunks of at most `size` positions, each visited as
+    /// `streams` interleaved runs.
+    fn chunk_walk(&self, size: usize, streams: usize) -> ChunkWalk {
         ChunkWalk {
             keys: self.keys.clone(),
+            size,
+            streams,
             next: self.keys.start,
             window: Vec::new(),
             current: 0,
@@ -239,13 +283,17 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
 }
 
 /// An item's key chunks in order, with the plane offsets of the current chunk's slots followed
-/// by the next chunk's (none after the last), so rows ahead of the current one can be
-/// prefetched while it is computed. Each chunk's offsets are computed once. A plain loop (not a
+/// by the next chunk's (none after the last), each chunk's in its [`KeyOrder`], so rows ahead
+/// of the current one can be prefetched while it is computed. Each chunk's offsets are computed once. A plain loop (not a
 /// closure over the chunk body) keeps the body inside the caller's `target_feature` function,
 /// where the SIMD helpers inline.
 struct ChunkWalk {
     /// The item's keys.
     keys: Range<usize>,
+    /// Keys per chunk (the last may have fewer).
+    size: usize,
+    /// Runs each chunk is visited as.
+    streams: usize,
     /// First key of the chunk the next [`ChunkWalk::advance`] returns.
     next: usize,
     /// Slot offsets of the current chunk, then of the next one.
@@ -257,7 +305,7 @@ struct ChunkWalk {
 impl ChunkWalk {
     /// The chunk starting at key `start`, if any keys are left there.
     fn chunk_at(&self, start: usize) -> Option<Range<usize>> {
-        (start < self.keys.end).then(|| start..(start + KEY_CHUNK).min(self.keys.end))
+        (start < self.keys.end).then(|| start..(start + self.size).min(self.keys.end))
     }
 
     /// Moves to the next chunk and returns it, with the window moved along.
@@ -265,15 +313,20 @@ impl ChunkWalk {
     fn advance<T: KvElement>(&mut self, view: &ItemView<'_, '_, T>) -> Option<Range<usize>> {
         let chunk = self.chunk_at(self.next)?;
         if self.next == self.keys.start {
-            view.push_offsets(chunk.clone(), &mut self.window);
+            view.push_offsets(chunk.clone(), self.streams, &mut self.window);
         }
         self.window.drain(..self.current);
         self.current = chunk.len();
         self.next = chunk.end;
         if let Some(following) = self.chunk_at(self.next) {
-            view.push_offsets(following, &mut self.window);
+            view.push_offsets(following, self.streams, &mut self.window);
         }
         Some(chunk)
+    }
+
+    /// The visiting order of the current chunk of `len` keys.
+    fn order(&self, len: usize) -> KeyOrder {
+        KeyOrder::new(len, self.streams)
     }
 
     /// Slot offsets of the current chunk.
@@ -365,15 +418,17 @@ fn softmax_lanes<S: Simd>(
 /// A single query row against its keys, read in place from the planes (widened to f32 in
 /// registers). Per chunk, the scores of every query head come from [`dots`] (each key vector
 /// loaded once per 4 heads of a GQA group) and P·V runs as a GEMM whose lanes are head
-/// dimensions (each value vector loaded once per 4 heads); both walk [`KEY_GROUP`] slots at a
-/// time through all the item's kv heads, so each slot row is read front to back.
+/// dimensions (each value vector loaded once per 4 heads). Both visit the chunk's keys in its
+/// [`KeyOrder`], [`DECODE_STREAMS`] at a time (one slot row of each run) through all the item's
+/// kv heads, so every run is read front to back, all of them at once.
 ///
 /// Every cache line the two passes load comes with a prefetch of the same line of the slot
-/// [`KEY_GROUP`] positions later (into the next chunk where the current one ends), so memory
-/// requests stay in flight at a steady rate while the arithmetic runs. Measured on this kernel
-/// (32q/8kv/128, block 16, batch 64, cold): f32 21–22 GB/s with the next chunk prefetched a few
-/// rows per step, 24–25 GB/s with this lookahead; 2 slots ahead gain less, 4 as much in f32 but
-/// 30 % less in bf16, 24 or 32 no more.
+/// [`DECODE_LOOKAHEAD`] visits later (into the next chunk where the current one ends), so
+/// memory requests stay in flight at a steady rate while the arithmetic runs. Measured on the
+/// kernels bench (cold, both shapes, block 16 and 32): four interleaved runs with this
+/// lookahead read f32 at 25–28 GB/s and bf16 at 18–24 GB/s, against 22–26 and 16–20 with one
+/// run, 16 slots ahead and chunks of 32; eight runs, chunks of 128 or 12 slots ahead did no
+/// better.
 #[inline(always)]
 fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let inputs = view.inputs;
@@ -391,35 +446,36 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let mut acc = vec![0.0f32; per_row * stride];
     let mut max = vec![f32::NEG_INFINITY; per_row];
     let mut sum = vec![0.0f32; per_row];
-    let mut scores = vec![0.0f32; per_row * KEY_CHUNK];
+    let mut scores = vec![0.0f32; per_row * DECODE_CHUNK];
     let span = inputs.geometry.slot_stride();
     let pos = view.position(0);
-    let mut walk = view.chunk_walk();
+    let mut walk = view.chunk_walk(DECODE_CHUNK, DECODE_STREAMS);
     while let Some(chunk) = walk.advance(view) {
         let n = chunk.len();
-        let ahead = walk.ahead(KEY_GROUP);
+        let ahead = walk.ahead(DECODE_LOOKAHEAD);
         let keys = PlaneRows::new(inputs.planes.key(), walk.offsets(), span).with_lookahead(ahead);
         let values =
             PlaneRows::new(inputs.planes.value(), walk.offsets(), span).with_lookahead(ahead);
-        for t in (0..n).step_by(KEY_GROUP) {
-            let len = KEY_GROUP.min(n - t);
+        for t in (0..n).step_by(DECODE_STREAMS) {
+            let len = DECODE_STREAMS.min(n - t);
             for (kl, kv_head) in kv_heads.clone().enumerate() {
                 let heads = kl * group..(kl + 1) * group;
                 dots::<S>(
                     &queries[heads.start * stride..heads.end * stride],
                     &keys.columns(kv_head * d, d).skip(t),
                     (group, len, stride),
-                    &mut scores[heads.start * KEY_CHUNK + t..],
-                    KEY_CHUNK,
+                    &mut scores[heads.start * DECODE_CHUNK + t..],
+                    DECODE_CHUNK,
                 );
             }
         }
+        let order = walk.order(n);
         for h in 0..per_row {
-            let probs = &mut scores[h * KEY_CHUNK..][..n];
+            let probs = &mut scores[h * DECODE_CHUNK..][..n];
             if let Some(slopes) = &inputs.params.alibi_slopes {
                 let slope = slopes[first_head + h];
                 for (t, s) in probs.iter_mut().enumerate() {
-                    *s += slope * ((chunk.start + t) as f32 - pos as f32);
+                    *s += slope * ((chunk.start + order.key(t)) as f32 - pos as f32);
                 }
             }
             let correction = softmax_update::<S>(probs, &mut max[h], &mut sum[h]);
@@ -427,13 +483,13 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
                 scale(&mut acc[h * stride..(h + 1) * stride], correction);
             }
         }
-        for t in (0..n).step_by(KEY_GROUP) {
-            let len = KEY_GROUP.min(n - t);
+        for t in (0..n).step_by(DECODE_STREAMS) {
+            let len = DECODE_STREAMS.min(n - t);
             for (kl, kv_head) in kv_heads.clone().enumerate() {
                 let heads = kl * group..(kl + 1) * group;
                 gemm::<S>(
-                    &scores[heads.start * KEY_CHUNK + t..],
-                    (KEY_CHUNK, 1),
+                    &scores[heads.start * DECODE_CHUNK + t..],
+                    (DECODE_CHUNK, 1),
                     &values.columns(kv_head * d, d).skip(t),
                     &mut acc[heads.start * stride..heads.end * stride],
                     (group, len, stride),
@@ -489,12 +545,12 @@ fn tile_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     let mut ot = vec![0.0f32; kv_heads.len() * head_len];
     let mut max = vec![f32::NEG_INFINITY; kv_heads.len() * lanes];
     let mut sum = vec![0.0f32; kv_heads.len() * lanes];
-    let mut keys = vec![0.0f32; KEY_CHUNK * d];
-    let mut values = vec![0.0f32; KEY_CHUNK * d];
-    let mut st = vec![0.0f32; KEY_CHUNK * lanes];
+    let mut keys = vec![0.0f32; TILE_CHUNK * d];
+    let mut values = vec![0.0f32; TILE_CHUNK * d];
+    let mut st = vec![0.0f32; TILE_CHUNK * lanes];
     let mut base = vec![0.0f32; lanes];
     let mut correction = vec![0.0f32; lanes];
-    let mut walk = view.chunk_walk();
+    let mut walk = view.chunk_walk(TILE_CHUNK, 1);
     while let Some(chunk) = walk.advance(view) {
         let offsets = walk.offsets();
         view.prefetch(walk.next_offsets());
@@ -637,5 +693,21 @@ impl<T: KvElement> SimdTask for MergeRow<'_, '_, T> {
                 scale(o, if total > 0.0 { 1.0 / total } else { 0.0 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_interleaves_equal_runs_and_keeps_uneven_chunks_in_place() {
+        let visited = |len, streams| {
+            let order = KeyOrder::new(len, streams);
+            (0..len).map(|t| order.key(t)).collect::<Vec<_>>()
+        };
+        assert_eq!(visited(12, 4), [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]);
+        assert_eq!(visited(10, 4), (0..10).collect::<Vec<_>>());
+        assert_eq!(visited(5, 1), (0..5).collect::<Vec<_>>());
     }
 }
