@@ -8,32 +8,94 @@ use crate::element::{KvDtype, KvElement};
 use crate::error::{KernelError, Result};
 use crate::spec::{CacheGeometry, KvCacheSpec};
 
-/// The K and V planes of one layer, both of length `geometry.plane_len()`.
-#[derive(Debug, Clone, PartialEq)]
+/// The K and V planes of one layer, both of length `geometry.plane_len()`, each starting on a
+/// cache-line boundary.
+#[derive(Debug)]
 pub struct KvPlanes<T> {
-    key: Vec<T>,
-    value: Vec<T>,
+    key: AlignedPlane<T>,
+    value: AlignedPlane<T>,
 }
 
 impl<T: KvElement> KvPlanes<T> {
     /// Zero-filled planes of `len` elements each, their memory committed (see [`committed_plane`]).
     pub fn zeroed(len: usize) -> Self {
         Self {
-            key: committed_plane(len),
-            value: committed_plane(len),
+            key: AlignedPlane::zeroed(len),
+            value: AlignedPlane::zeroed(len),
         }
     }
     /// The key plane.
     pub fn key(&self) -> &[T] {
-        &self.key
+        self.key.as_slice()
     }
     /// The value plane.
     pub fn value(&self) -> &[T] {
-        &self.value
+        self.value.as_slice()
     }
     /// Both planes, mutably (key, value).
     pub fn planes_mut(&mut self) -> (&mut [T], &mut [T]) {
-        (&mut self.key, &mut self.value)
+        (self.key.as_mut_slice(), self.value.as_mut_slice())
+    }
+}
+
+/// Bytes a plane's first element is aligned to: one cache line, so that the kernels' 64-byte
+/// loads of whole row pieces never straddle two lines (a split load costs two cache accesses;
+/// a plain allocation of this size starts 16 bytes into a page).
+const PLANE_ALIGN: usize = 64;
+
+/// `len` elements of a committed zeroed buffer, starting at its first [`PLANE_ALIGN`] boundary.
+#[derive(Debug)]
+struct AlignedPlane<T> {
+    buffer: Vec<T>,
+    /// Index of the first element in `buffer`; `start + len <= buffer.len()`.
+    start: usize,
+    len: usize,
+}
+
+impl<T: KvElement> AlignedPlane<T> {
+    fn zeroed(len: usize) -> Self {
+        let size = std::mem::size_of::<T>();
+        let buffer = committed_plane::<T>(len + PLANE_ALIGN / size);
+        // The allocation is aligned to at least `size`, so the gap is whole elements.
+        let start =
+            (buffer.as_ptr() as usize).next_multiple_of(PLANE_ALIGN) - buffer.as_ptr() as usize;
+        Self {
+            buffer,
+            start: start / size,
+            len,
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buffer[self.start..self.start + self.len]
+    }
+}
+
+impl<T: KvElement> Clone for AlignedPlane<T> {
+    fn clone(&self) -> Self {
+        let mut copy = Self::zeroed(self.len);
+        copy.as_mut_slice().copy_from_slice(self.as_slice());
+        copy
+    }
+}
+
+impl<T: KvElement> Clone for KvPlanes<T> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// Planes are equal when their elements are (wherever each buffer happens to start).
+impl<T: KvElement> PartialEq for KvPlanes<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key() && self.value() == other.value()
     }
 }
 
@@ -161,7 +223,7 @@ impl LayerKvCache {
             });
         }
         let expected = self.geometry.plane_len();
-        let lengths = with_planes!(&self.storage, p => (p.key.len(), p.value.len()));
+        let lengths = with_planes!(&self.storage, p => (p.key().len(), p.value().len()));
         if lengths != (expected, expected) {
             return Err(KernelError::InvalidShape(format!(
                 "planes hold {lengths:?} elements, the geometry needs {expected}"
@@ -173,12 +235,12 @@ impl LayerKvCache {
     /// Copies the key plane into a candle tensor `[num_blocks, block_size, num_kv_heads, head_size]`
     /// of the cache dtype on the CPU.
     pub fn key_tensor(&self) -> Result<Tensor> {
-        with_planes!(&self.storage, planes => plane_tensor(&planes.key, self.geometry))
+        with_planes!(&self.storage, planes => plane_tensor(planes.key(), self.geometry))
     }
 
     /// Copies the value plane into a candle tensor of the same shape as [`Self::key_tensor`].
     pub fn value_tensor(&self) -> Result<Tensor> {
-        with_planes!(&self.storage, planes => plane_tensor(&planes.value, self.geometry))
+        with_planes!(&self.storage, planes => plane_tensor(planes.value(), self.geometry))
     }
 }
 
@@ -295,5 +357,33 @@ impl KvCachePools {
             device: KvCache::with_budget(spec, device_budget_bytes)?,
             cpu_swap: KvCache::with_budget(spec, swap_budget_bytes)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_aligned<T: KvElement>(planes: &KvPlanes<T>) {
+        for plane in [planes.key(), planes.value()] {
+            assert_eq!(plane.as_ptr() as usize % PLANE_ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn planes_start_on_a_cache_line_and_clone_by_value() {
+        for len in [1, 1000, 1 << 20] {
+            let mut planes = KvPlanes::<bf16>::zeroed(len);
+            assert_eq!(planes.key().len(), len);
+            assert_eq!(planes.value().len(), len);
+            assert_aligned(&planes);
+            planes.planes_mut().1[len - 1] = bf16::ONE;
+            let copy = planes.clone();
+            assert_aligned(&copy);
+            assert_eq!(copy, planes);
+            assert_eq!(copy.value()[len - 1], bf16::ONE);
+            assert_ne!(copy, KvPlanes::zeroed(len));
+        }
+        assert_aligned(&KvPlanes::<f32>::zeroed(4096));
     }
 }

@@ -255,7 +255,13 @@ unsafe fn block<S: Simd, const MR: usize, const NR: usize>(
             }
         }
         for k in 0..depth {
-            let bv: [S::V; NR] = std::array::from_fn(|j| b.load::<S>(k, col + j * LANES));
+            // Plain loops, not `array::from_fn`: LLVM may leave the closure around the load out
+            // of line, outside the caller's `target_feature` function, where the intrinsics
+            // cannot inline (seen when the load grew a third branch: 10× slower).
+            let mut bv = [S::splat(0.0); NR];
+            for (j, x) in bv.iter_mut().enumerate() {
+                *x = b.load::<S>(k, col + j * LANES);
+            }
             for j in 0..NR {
                 b.prefetch_ahead(k, col + j * LANES);
             }
@@ -340,7 +346,11 @@ unsafe fn dot_block<S: Simd, const HB: usize, const KB: usize>(
     // SAFETY: in bounds by this function's contract.
     unsafe {
         for c in (0..stride).step_by(LANES) {
-            let kv: [S::V; KB] = std::array::from_fn(|i| keys.load::<S>(t + i, c));
+            // Plain loops, as in `block`.
+            let mut kv = [S::splat(0.0); KB];
+            for (i, x) in kv.iter_mut().enumerate() {
+                *x = keys.load::<S>(t + i, c);
+            }
             for i in 0..KB {
                 keys.prefetch_ahead(t + i, c);
             }
