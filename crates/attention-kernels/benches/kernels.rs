@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use attention_kernels::{
     AttnInputs, AttnMetadata, AttnParams, CacheGeometry, CpuKernelConfig, KvCache, KvCacheSpec,
-    KvDtype, KvElement, KvPlanes, LayerKvCache, LayerStorage, SeqAttn, SimdLevel, committed_plane,
-    copy_blocks, paged_attention_with, swap_blocks,
+    KvDtype, KvElement, KvPlanes, LayerKvCache, SeqAttn, SimdLevel, committed_plane, copy_blocks,
+    paged_attention_with, swap_blocks, with_planes,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -142,11 +142,7 @@ fn filled_layer(
                 *x = T::from_f32(((i % 251) as f32 - 125.0) * 0.004);
             });
     }
-    match layer.storage_mut() {
-        LayerStorage::F32(p) => fill(p),
-        LayerStorage::F16(p) => fill(p),
-        LayerStorage::Bf16(p) => fill(p),
-    }
+    with_planes!(layer.storage_mut(), p => fill(p));
     layer
 }
 
@@ -268,11 +264,7 @@ fn time_paged_read(
             }
         },
         || {
-            black_box(match layer.storage() {
-                LayerStorage::F32(p) => typed(p, layer.geometry(), meta),
-                LayerStorage::F16(p) => typed(p, layer.geometry(), meta),
-                LayerStorage::Bf16(p) => typed(p, layer.geometry(), meta),
-            });
+            black_box(with_planes!(layer.storage(), p => typed(p, layer.geometry(), meta)));
         },
     )
 }
@@ -395,11 +387,7 @@ fn time_attention(
         layer,
         &config,
     );
-    match layer.storage() {
-        LayerStorage::F32(p) => typed(settings, evictor, p, args),
-        LayerStorage::F16(p) => typed(settings, evictor, p, args),
-        LayerStorage::Bf16(p) => typed(settings, evictor, p, args),
-    }
+    with_planes!(layer.storage(), p => typed(settings, evictor, p, args))
 }
 
 fn decode_table(settings: &Settings, evictor: &Evictor) {

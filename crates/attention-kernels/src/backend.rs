@@ -3,12 +3,13 @@
 
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 
-use crate::cache::{LayerKvCache, with_planes};
+use crate::cache::LayerKvCache;
 use crate::element::{KvDtype, KvElement};
 use crate::error::{KernelError, Result};
 use crate::kernels::cache_ops::write_layer_kv;
 use crate::kernels::inputs::AttnInputs;
 use crate::metadata::{AttnMetadata, AttnParams};
+use crate::with_planes;
 
 /// Writes K/V into the paged cache and runs attention over it for one layer of one step.
 ///

@@ -150,17 +150,26 @@ pub enum LayerStorage {
 }
 
 /// Runs `$body` with `$planes` bound to the typed planes of a [`LayerStorage`] (by reference or
-/// mutable reference, following the expression given).
+/// mutable reference, following the expression given), once per dtype: the one place that
+/// matches the three variants for code generic over [`KvElement`].
+///
+/// ```
+/// use attention_kernels::{KvDtype, LayerKvCache, KvCacheSpec, with_planes};
+/// let spec = KvCacheSpec::new(1, 2, 64, 16, KvDtype::Bf16).unwrap();
+/// let layer = LayerKvCache::zeroed(spec.geometry(4), KvDtype::Bf16);
+/// let len = with_planes!(layer.storage(), planes => planes.key().len());
+/// assert_eq!(len, 4 * 16 * 2 * 64);
+/// ```
+#[macro_export]
 macro_rules! with_planes {
     ($storage:expr, $planes:ident => $body:expr) => {
         match $storage {
-            $crate::cache::LayerStorage::F32($planes) => $body,
-            $crate::cache::LayerStorage::F16($planes) => $body,
-            $crate::cache::LayerStorage::Bf16($planes) => $body,
+            $crate::LayerStorage::F32($planes) => $body,
+            $crate::LayerStorage::F16($planes) => $body,
+            $crate::LayerStorage::Bf16($planes) => $body,
         }
     };
 }
-pub(crate) use with_planes;
 
 impl LayerStorage {
     fn zeroed(dtype: KvDtype, len: usize) -> Self {

@@ -6,7 +6,7 @@
 use attention_kernels::{
     AttentionBackend, AttnInputs, AttnMetadata, AttnParams, CacheGeometry, Cpu, CpuKernelConfig,
     KvCacheSpec, KvDtype, KvElement, KvPlanes, LayerKvCache, LayerStorage, PlanConfig, Reference,
-    SeqAttn, SimdLevel, paged_attention_with, reference_attention,
+    SeqAttn, SimdLevel, paged_attention_with, reference_attention, with_planes,
 };
 use candle_core::{Device, Tensor};
 use proptest::prelude::*;
@@ -180,11 +180,7 @@ fn fill(storage: &mut LayerStorage, key: &[f32], value: &[f32]) {
             *dst = T::from_f32(*src);
         }
     }
-    match storage {
-        LayerStorage::F32(p) => typed(p, key, value),
-        LayerStorage::F16(p) => typed(p, key, value),
-        LayerStorage::Bf16(p) => typed(p, key, value),
-    }
+    with_planes!(storage, p => typed(p, key, value))
 }
 
 /// Runs the fast kernel on a NaN-poisoned output and the reference, returning both.
@@ -208,11 +204,7 @@ fn run_both(built: &Built, config: &CpuKernelConfig) -> (Vec<f32>, Vec<f32>) {
         reference_attention(&inputs, &mut slow).unwrap();
         (fast, slow)
     }
-    match built.layer.storage() {
-        LayerStorage::F32(p) => typed(built, p, config),
-        LayerStorage::F16(p) => typed(built, p, config),
-        LayerStorage::Bf16(p) => typed(built, p, config),
-    }
+    with_planes!(built.layer.storage(), p => typed(built, p, config))
 }
 
 fn assert_close(fast: &[f32], slow: &[f32], tolerance: f32) {

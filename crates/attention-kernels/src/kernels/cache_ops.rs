@@ -6,10 +6,11 @@ use std::collections::HashSet;
 
 use rayon::prelude::*;
 
-use crate::cache::{KvCache, KvPlanes, LayerKvCache, LayerStorage, with_planes};
+use crate::cache::{KvCache, KvPlanes, LayerKvCache, LayerStorage};
 use crate::element::KvElement;
 use crate::error::{KernelError, Result};
 use crate::spec::CacheGeometry;
+use crate::with_planes;
 
 /// Writes row `i` of `key`/`value` (each `[num_tokens, num_kv_heads, head_size]`, f32, packed) to
 /// slot `slot_mapping[i]` of the planes, converting to the cache dtype; slot `-1` skips the row.
