@@ -122,6 +122,8 @@ struct KeyOrder {
 }
 
 impl KeyOrder {
+    /// The order of a chunk of `len` keys read as `streams` runs (as one unless `streams`
+    /// divides `len`).
     fn new(len: usize, streams: usize) -> Self {
         let streams = if len.is_multiple_of(streams) {
             streams
@@ -284,9 +286,9 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
 
 /// An item's key chunks in order, with the plane offsets of the current chunk's slots followed
 /// by the next chunk's (none after the last), each chunk's in its [`KeyOrder`], so rows ahead
-/// of the current one can be prefetched while it is computed. Each chunk's offsets are computed once. A plain loop (not a
-/// closure over the chunk body) keeps the body inside the caller's `target_feature` function,
-/// where the SIMD helpers inline.
+/// of the current one can be prefetched while it is computed. Each chunk's offsets are
+/// computed once. A plain loop (not a closure over the chunk body) keeps the body inside the
+/// caller's `target_feature` function, where the SIMD helpers inline.
 struct ChunkWalk {
     /// The item's keys.
     keys: Range<usize>,
@@ -324,9 +326,9 @@ impl ChunkWalk {
         Some(chunk)
     }
 
-    /// The visiting order of the current chunk of `len` keys.
-    fn order(&self, len: usize) -> KeyOrder {
-        KeyOrder::new(len, self.streams)
+    /// The visiting order of the current chunk.
+    fn order(&self) -> KeyOrder {
+        KeyOrder::new(self.current, self.streams)
     }
 
     /// Slot offsets of the current chunk.
@@ -469,7 +471,7 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
                 );
             }
         }
-        let order = walk.order(n);
+        let order = walk.order();
         for h in 0..per_row {
             let probs = &mut scores[h * DECODE_CHUNK..][..n];
             if let Some(slopes) = &inputs.params.alibi_slopes {
