@@ -17,9 +17,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use attention_kernels::{
-    AttnInputs, AttnMetadata, AttnParams, CacheGeometry, CpuKernelConfig, KvCache, KvCacheSpec,
-    KvDtype, KvElement, KvPlanes, LayerKvCache, SeqAttn, SimdLevel, committed_plane, copy_blocks,
-    paged_attention_with, swap_blocks, with_planes,
+    AttnInputs, AttnMetadata, AttnParams, CacheGeometry, CpuKernelConfig, DECODE_LOOKAHEAD,
+    KvCache, KvCacheSpec, KvDtype, KvElement, KvPlanes, LayerKvCache, SeqAttn, SimdLevel,
+    committed_plane, copy_blocks, decode_read_order, paged_attention_with, swap_blocks,
+    with_planes,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -209,10 +210,9 @@ fn decode_cells(
 }
 
 /// Median time of a bare read of every K and V row `meta` covers, cold, in the decode kernel's
-/// order: each sequence walks its keys in chunks of 64 slots, each visited as 4 interleaved
-/// runs of consecutive slots (the K rows, then the same V rows), XORs whole rows as 8-byte
-/// words and prefetches each line 8 visits ahead. No arithmetic, so this is what a decode kernel
-/// could reach on the same scattered layout.
+/// order ([`decode_read_order`]: per chunk the K rows, then the same V rows), XORing whole rows
+/// as 8-byte words and prefetching each line [`DECODE_LOOKAHEAD`] reads ahead. No arithmetic,
+/// so this is what a decode kernel could reach on the same scattered layout.
 fn time_paged_read(
     settings: &Settings,
     evictor: &Evictor,
@@ -220,39 +220,26 @@ fn time_paged_read(
     meta: &AttnMetadata,
 ) -> Duration {
     fn typed<T: KvElement>(planes: &KvPlanes<T>, g: CacheGeometry, meta: &AttnMetadata) -> u64 {
-        const CHUNK: usize = 64;
-        const RUNS: usize = 4;
-        const AHEAD: usize = 8;
         let row_bytes = g.slot_stride() * std::mem::size_of::<T>();
         assert!(row_bytes.is_multiple_of(64), "rows of whole cache lines");
         meta.seqs()
             .par_iter()
             .map(|seq| {
-                let visits = (0..seq.context_len).step_by(CHUNK).flat_map(|start| {
-                    let len = CHUNK.min(seq.context_len - start);
-                    let runs = if len.is_multiple_of(RUNS) { RUNS } else { 1 };
-                    (0..len).map(move |t| start + (t % runs) * (len / runs) + t / runs)
-                });
-                let rows: Vec<usize> = visits
-                    .map(|p| {
-                        let slot = seq.block_table[p / g.block_size] as usize * g.block_size
-                            + p % g.block_size;
-                        g.row_offset(slot, 0) * std::mem::size_of::<T>()
-                    })
+                let byte_offset = |p: usize| {
+                    let slot = seq.block_table[p / g.block_size] as usize * g.block_size
+                        + p % g.block_size;
+                    g.row_offset(slot, 0) * std::mem::size_of::<T>()
+                };
+                let chunks: Vec<Vec<usize>> = decode_read_order(0..seq.context_len)
+                    .map(|chunk| chunk.into_iter().map(byte_offset).collect())
                     .collect();
-                let mut acc = [0u64; 8];
-                for chunk in (0..rows.len()).step_by(CHUNK) {
-                    for plane in [planes.key(), planes.value()] {
-                        let plane = plane.as_ptr().cast::<u8>();
-                        for i in chunk..(chunk + CHUNK).min(rows.len()) {
-                            let ahead = rows.get(i + AHEAD).copied();
-                            // SAFETY: every row lies inside its plane (the metadata is valid
-                            // for this layer), and prefetching never faults.
-                            unsafe { read_row(plane, rows[i], ahead, row_bytes, &mut acc) };
-                        }
-                    }
-                }
-                acc.iter().fold(0, |a, b| a ^ b)
+                let read = BareRead {
+                    planes: [planes.key(), planes.value()].map(|p| p.as_ptr().cast()),
+                    chunks: &chunks,
+                    row_bytes,
+                };
+                // SAFETY: every row lies inside its plane (the metadata is valid for this layer).
+                unsafe { read.run() }
             })
             .reduce(|| 0, |a, b| a ^ b)
     }
@@ -269,56 +256,64 @@ fn time_paged_read(
     )
 }
 
-/// XORs the `row_bytes` (whole cache lines) at `plane + row` into `acc`, prefetching each line
-/// of the row at `plane + ahead` into L2: one 64-byte load per line where the CPU has AVX-512.
-///
-/// # Safety
-/// Both rows must lie inside the allocation `plane` points into.
-unsafe fn read_row(
-    plane: *const u8,
-    row: usize,
-    ahead: Option<usize>,
+/// One sequence's bare read: the K plane's rows of each chunk, then the V plane's.
+struct BareRead<'a> {
+    /// The K and V planes.
+    planes: [*const u8; 2],
+    /// Byte offsets of the rows, chunk by chunk, in reading order.
+    chunks: &'a [Vec<usize>],
+    /// Bytes per row, whole cache lines.
     row_bytes: usize,
-    acc: &mut [u64; 8],
-) {
+}
+
+impl BareRead<'_> {
+    /// The XOR of every 8-byte word read, compiled for AVX-512 (one 64-byte load per line)
+    /// where the CPU has it.
+    ///
+    /// # Safety
+    /// Every row must lie inside both planes' allocations.
+    unsafe fn run(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn avx512(read: &BareRead<'_>) -> u64 {
+                // SAFETY: the caller's contract.
+                unsafe { read.body() }
+            }
+            // SAFETY: the CPU has AVX-512F; the rows are the caller's contract.
+            return unsafe { avx512(self) };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.body() }
+    }
+
+    /// [`BareRead::run`]'s loop, inlined into each instruction-set build.
     #[inline(always)]
-    unsafe fn body(
-        plane: *const u8,
-        row: usize,
-        ahead: Option<usize>,
-        bytes: usize,
-        acc: &mut [u64; 8],
-    ) {
-        for line in (0..bytes).step_by(64) {
-            if let Some(ahead) = ahead {
-                prefetch(plane.wrapping_add(ahead + line));
+    unsafe fn body(&self) -> u64 {
+        let rows: Vec<usize> = self.chunks.concat();
+        let mut acc = [0u64; 8];
+        let mut first = 0;
+        for chunk in self.chunks {
+            for plane in self.planes {
+                for (i, &row) in (first..).zip(chunk) {
+                    let ahead = rows.get(i + DECODE_LOOKAHEAD);
+                    for line in (0..self.row_bytes).step_by(64) {
+                        if let Some(&ahead) = ahead {
+                            prefetch(plane.wrapping_add(ahead + line));
+                        }
+                        // SAFETY: the line lies inside the row, by the caller's contract.
+                        let words: [u64; 8] =
+                            unsafe { plane.add(row + line).cast::<[u64; 8]>().read_unaligned() };
+                        for (a, w) in acc.iter_mut().zip(words) {
+                            *a ^= w;
+                        }
+                    }
+                }
             }
-            // SAFETY: the line lies inside the row, by the caller's contract.
-            let words: [u64; 8] =
-                unsafe { plane.add(row + line).cast::<[u64; 8]>().read_unaligned() };
-            for (a, w) in acc.iter_mut().zip(words) {
-                *a ^= w;
-            }
+            first += chunk.len();
         }
+        acc.iter().fold(0, |a, b| a ^ b)
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(
-            plane: *const u8,
-            row: usize,
-            ahead: Option<usize>,
-            bytes: usize,
-            acc: &mut [u64; 8],
-        ) {
-            // SAFETY: the caller's contract.
-            unsafe { body(plane, row, ahead, bytes, acc) }
-        }
-        // SAFETY: the CPU has AVX-512F; the rows are the caller's contract.
-        return unsafe { avx512(plane, row, ahead, row_bytes, acc) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { body(plane, row, ahead, row_bytes, acc) }
 }
 
 /// Hints the CPU to load the cache line at `address` into L2; never faults.

@@ -43,41 +43,44 @@ impl<T: KvElement> KvPlanes<T> {
 /// a plain allocation of this size starts 16 bytes into a page).
 const PLANE_ALIGN: usize = 64;
 
-/// `len` elements of a committed zeroed buffer, starting at its first [`PLANE_ALIGN`] boundary.
+/// The elements of a committed zeroed buffer from its first [`PLANE_ALIGN`] boundary, all but
+/// the [`AlignedPlane::PAD`] allocated to make room for that start.
 #[derive(Debug)]
 struct AlignedPlane<T> {
     buffer: Vec<T>,
-    /// Index of the first element in `buffer`; `start + len <= buffer.len()`.
+    /// Index of the first element in `buffer`, below [`AlignedPlane::PAD`].
     start: usize,
-    len: usize,
 }
 
 impl<T: KvElement> AlignedPlane<T> {
+    /// Elements allocated beyond the plane's length: one cache line's worth.
+    const PAD: usize = PLANE_ALIGN / std::mem::size_of::<T>();
+
     fn zeroed(len: usize) -> Self {
-        let size = std::mem::size_of::<T>();
-        let buffer = committed_plane::<T>(len + PLANE_ALIGN / size);
-        // The allocation is aligned to at least `size`, so the gap is whole elements.
-        let start =
-            (buffer.as_ptr() as usize).next_multiple_of(PLANE_ALIGN) - buffer.as_ptr() as usize;
-        Self {
-            buffer,
-            start: start / size,
-            len,
-        }
+        let buffer = committed_plane::<T>(len + Self::PAD);
+        // The allocation is aligned to at least the element size, so the gap is whole elements.
+        let address = buffer.as_ptr() as usize;
+        let start = (address.next_multiple_of(PLANE_ALIGN) - address) / std::mem::size_of::<T>();
+        Self { buffer, start }
+    }
+
+    fn len(&self) -> usize {
+        self.buffer.len() - Self::PAD
     }
 
     fn as_slice(&self) -> &[T] {
-        &self.buffer[self.start..self.start + self.len]
+        &self.buffer[self.start..self.start + self.len()]
     }
 
     fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.buffer[self.start..self.start + self.len]
+        let range = self.start..self.start + self.len();
+        &mut self.buffer[range]
     }
 }
 
 impl<T: KvElement> Clone for AlignedPlane<T> {
     fn clone(&self) -> Self {
-        let mut copy = Self::zeroed(self.len);
+        let mut copy = Self::zeroed(self.len());
         copy.as_mut_slice().copy_from_slice(self.as_slice());
         copy
     }

@@ -39,7 +39,9 @@ pub use element::{KvDtype, KvElement};
 pub use error::{KernelError, Result};
 pub use kernels::cache_ops::{copy_blocks, reshape_and_cache, swap_blocks, write_layer_kv};
 pub use kernels::inputs::AttnInputs;
-pub use kernels::paged::{CpuKernelConfig, paged_attention, paged_attention_with};
+pub use kernels::paged::{
+    CpuKernelConfig, DECODE_LOOKAHEAD, decode_read_order, paged_attention, paged_attention_with,
+};
 pub use kernels::plan::PlanConfig;
 pub use kernels::reference::reference_attention;
 pub use kernels::simd::SimdLevel;

@@ -106,13 +106,27 @@ const DECODE_CHUNK: usize = 64;
 const DECODE_STREAMS: usize = 4;
 
 /// How far ahead, in visited slots, decode loads prefetch: two rows on in each stream.
-const DECODE_LOOKAHEAD: usize = 2 * DECODE_STREAMS;
+pub const DECODE_LOOKAHEAD: usize = 2 * DECODE_STREAMS;
+
+/// The key positions `keys` of a decode item in the order the CPU kernel reads their K/V rows:
+/// chunks of up to 64 positions, each in its [`KeyOrder`]; a chunk's K rows are read in this
+/// order, then its V rows, every read prefetching the row [`DECODE_LOOKAHEAD`] reads on. For
+/// code that reproduces the kernel's memory access pattern (the kernels bench's bare read).
+pub fn decode_read_order(keys: Range<usize>) -> impl Iterator<Item = Vec<usize>> {
+    let end = keys.end;
+    keys.step_by(DECODE_CHUNK).map(move |start| {
+        let len = DECODE_CHUNK.min(end - start);
+        let order = KeyOrder::new(len, DECODE_STREAMS);
+        (0..len).map(|t| start + order.key(t)).collect()
+    })
+}
 
 /// The order in which a chunk's keys are visited: the chunk is cut into `streams` equal runs of
 /// consecutive keys, and the walk takes the next key of each run in turn. Softmax and P·V do
 /// not depend on the order of keys, but memory does: on the 2-core CI VM, four interleaved
-/// runs of scattered blocks read at 31–32 GB/s against 26–28 for one run at a time with the
-/// same prefetch (a 64 KiB-block microbenchmark; the machine's linear read is 34 GB/s).
+/// runs of shuffled 64 KiB blocks read at 31–32 GB/s against 26–28 for one run at a time with
+/// the same prefetch, and 34 for a linear read (a scratch microbenchmark of bare reads, not
+/// kept; the kernels bench's "bare paged read" measures the interleaved order).
 /// A chunk whose length `streams` does not divide is visited in place (one run).
 #[derive(Debug, Clone, Copy)]
 struct KeyOrder {
@@ -711,5 +725,16 @@ mod tests {
         assert_eq!(visited(12, 4), [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]);
         assert_eq!(visited(10, 4), (0..10).collect::<Vec<_>>());
         assert_eq!(visited(5, 1), (0..5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn decode_read_order_covers_each_key_once_in_interleaved_chunks() {
+        let chunks: Vec<Vec<usize>> = decode_read_order(10..150).collect();
+        let lengths: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [64, 64, 12]);
+        assert_eq!(chunks[0][..5], [10, 26, 42, 58, 11]);
+        let mut all: Vec<usize> = chunks.concat();
+        all.sort_unstable();
+        assert_eq!(all, (10..150).collect::<Vec<_>>());
     }
 }

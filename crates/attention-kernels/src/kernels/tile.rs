@@ -257,7 +257,8 @@ unsafe fn block<S: Simd, const MR: usize, const NR: usize>(
         for k in 0..depth {
             // Plain loops, not `array::from_fn`: LLVM may leave the closure around the load out
             // of line, outside the caller's `target_feature` function, where the intrinsics
-            // cannot inline (seen when the load grew a third branch: 10× slower).
+            // cannot inline (seen in an experiment that gave the load a third branch: decode
+            // ran 10× slower).
             let mut bv = [S::splat(0.0); NR];
             for (j, x) in bv.iter_mut().enumerate() {
                 *x = b.load::<S>(k, col + j * LANES);

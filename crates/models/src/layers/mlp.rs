@@ -1,7 +1,7 @@
 //! The feed-forward half of a decoder block.
 
 use attention_kernels::with_f32_slice;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::config::{MlpKind, ModelConfig};
@@ -94,32 +94,37 @@ impl Mlp {
 
 /// `silu(gate) · value` of a fused `[rows, 2·intermediate]` projection (gate columns first).
 ///
-/// f32 on the CPU goes through one pass per row, spread over rayon's pool and vectorised
-/// ([`attention_kernels::silu_mul`]); other dtypes and devices use candle's ops.
+/// Contiguous f32 on the CPU goes through one pass per row, spread over rayon's pool and
+/// vectorised ([`attention_kernels::silu_mul`]); other dtypes, layouts and devices use candle's
+/// ops.
 fn gated_silu(up: &Tensor, intermediate: usize) -> Result<Tensor> {
     let (rows, width) = up.dims2()?;
-    if up.dtype() != DType::F32 || !up.device().is_cpu() || width != 2 * intermediate {
-        let gate = up.narrow(1, 0, intermediate)?;
-        let value = up.narrow(1, intermediate, intermediate)?;
-        return Ok((candle_nn::ops::silu(&gate)? * value)?);
+    let fused = (width == 2 * intermediate)
+        .then(|| {
+            with_f32_slice(up, |input| {
+                let mut out = vec![0.0f32; rows * intermediate];
+                out.par_chunks_mut(intermediate)
+                    .zip(input.par_chunks(width))
+                    .for_each(|(out, row)| {
+                        let (gate, value) = row.split_at(intermediate);
+                        attention_kernels::silu_mul(gate, value, out);
+                    });
+                out
+            })
+        })
+        .flatten();
+    if let Some(out) = fused {
+        return Ok(Tensor::from_vec(out, (rows, intermediate), &Device::Cpu)?);
     }
-    let up = up.contiguous()?;
-    let out = with_f32_slice(&up, |input| {
-        let mut out = vec![0.0f32; rows * intermediate];
-        out.par_chunks_mut(intermediate)
-            .zip(input.par_chunks(width))
-            .for_each(|(out, row)| {
-                let (gate, value) = row.split_at(intermediate);
-                attention_kernels::silu_mul(gate, value, out);
-            });
-        out
-    })
-    .ok_or_else(|| candle_core::Error::Msg("gated SiLU of a non-CPU input".into()))?;
-    Ok(Tensor::from_vec(out, (rows, intermediate), &Device::Cpu)?)
+    let gate = up.narrow(1, 0, intermediate)?;
+    let value = up.narrow(1, intermediate, intermediate)?;
+    Ok((candle_nn::ops::silu(&gate)? * value)?)
 }
 
 #[cfg(test)]
 mod tests {
+    use candle_core::DType;
+
     use super::*;
     use crate::demo::LlamaShape;
     use crate::weight_source::RandomSource;
