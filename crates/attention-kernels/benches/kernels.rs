@@ -4,7 +4,9 @@
 //! Run with `cargo bench -p attention-kernels --bench kernels` (add `-- --quick` for a short run,
 //! and any of `decode`, `serving`, `prefill`, `blocks` to run only those tables; `--warm` skips
 //! the cache eviction, for profiling the kernels' own work; `--best` reports the fastest run
-//! instead of the median, which is steadier on a busy machine).
+//! instead of the median, which is steadier on a busy machine; `--simd=avx2` (or `portable`,
+//! `avx512`) runs the attention kernels at that instruction-set level instead of the CPU's
+//! best).
 //! Every decode measurement is cold: a 1 GiB buffer is streamed between iterations so the K/V
 //! comes from DRAM, not from the (large) last-level cache. Those passes are streaming reads too:
 //! "% stream" compares with the best streaming read seen so far (start-up runs included), so a
@@ -38,6 +40,8 @@ struct Settings {
     best: bool,
     /// Tables to run (all when empty).
     tables: Vec<String>,
+    /// Instruction-set level of the attention kernels.
+    simd: SimdLevel,
 }
 
 impl Settings {
@@ -339,7 +343,10 @@ fn time_attention(
     let query = vec![0.1f32; meta.num_tokens() * shape.heads * shape.head_size];
     let mut out = vec![0.0f32; query.len()];
     let params = AttnParams::new(1.0 / (shape.head_size as f32).sqrt(), shape.kv_heads);
-    let config = CpuKernelConfig::default();
+    let config = CpuKernelConfig {
+        simd: settings.simd,
+        ..CpuKernelConfig::default()
+    };
     fn typed<T: KvElement>(
         settings: &Settings,
         evictor: &Evictor,
@@ -521,6 +528,21 @@ fn block_ops_table(settings: &Settings) {
     }
 }
 
+/// The level `--simd=NAME` names (case-insensitive), or the CPU's best; panics on an unknown
+/// name or one this CPU lacks.
+fn simd_level(args: &[String]) -> SimdLevel {
+    let Some(name) = args.iter().find_map(|a| a.strip_prefix("--simd=")) else {
+        return SimdLevel::detect();
+    };
+    let levels = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512];
+    let level = levels
+        .into_iter()
+        .find(|l| format!("{l:?}").eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| panic!("unknown --simd level {name}; one of {levels:?}"));
+    assert!(level <= SimdLevel::detect(), "this CPU lacks {level:?}");
+    level
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = Settings {
@@ -532,11 +554,12 @@ fn main() {
             .filter(|a| !a.starts_with('-'))
             .cloned()
             .collect(),
+        simd: simd_level(&args),
     };
     println!(
         "# attention-kernels benchmark ({} threads, SIMD {:?}{})",
         rayon::current_num_threads(),
-        SimdLevel::detect(),
+        settings.simd,
         if settings.quick { ", quick" } else { "" }
     );
     // Allocated like the KV planes (huge pages where Linux grants them), so that the reference
