@@ -229,11 +229,8 @@ fn time_paged_read(
         meta.seqs()
             .par_iter()
             .map(|seq| {
-                let byte_offset = |p: usize| {
-                    let slot = seq.block_table[p / g.block_size] as usize * g.block_size
-                        + p % g.block_size;
-                    g.row_offset(slot, 0) * std::mem::size_of::<T>()
-                };
+                let byte_offset =
+                    |p: usize| g.row_offset(seq.slot(p, g.block_size), 0) * size_of::<T>();
                 let chunks: Vec<Vec<usize>> = decode_read_order(0..seq.context_len)
                     .map(|chunk| chunk.into_iter().map(byte_offset).collect())
                     .collect();

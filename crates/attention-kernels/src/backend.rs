@@ -110,9 +110,6 @@ fn with_rows<R>(
 /// the CPU; `None` (and `f` not called) otherwise. The kernels' backends and the models' own f32
 /// loops borrow candle's buffers through this one function.
 pub fn with_f32_slice<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if tensor.dtype() != DType::F32 {
-        return None;
-    }
     let (storage, layout) = tensor.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
         (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) => Some(f(&data[start..end])),

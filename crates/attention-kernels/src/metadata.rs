@@ -26,6 +26,12 @@ impl SeqAttn {
     pub fn first_query_position(&self) -> usize {
         self.context_len - self.query_len
     }
+
+    /// Physical slot of key position `position` with blocks of `block_size` slots; panics unless
+    /// the block table covers the position.
+    pub fn slot(&self, position: usize, block_size: usize) -> usize {
+        self.block_table[position / block_size] as usize * block_size + position % block_size
+    }
 }
 
 /// The step-wide attention inputs shared by every layer: block size, slot mapping and sequences.

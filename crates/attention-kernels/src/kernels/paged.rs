@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::element::KvElement;
 use crate::error::{KernelError, Result};
 use crate::kernels::inputs::{AttnInputs, visible_keys};
-use crate::kernels::plan::{Plan, PlanConfig, WorkItem, plan};
+use crate::kernels::plan::{Plan, PlanConfig, WorkItem, plan, split_range};
 use crate::kernels::prefetch::prefetch_row;
 use crate::kernels::simd::{
     Simd, SimdLevel, SimdTask, exp_non_positive, max_of, run_at, scale, sum_of,
@@ -113,12 +113,8 @@ pub const DECODE_LOOKAHEAD: usize = 2 * DECODE_STREAMS;
 /// order, then its V rows, every read prefetching the row [`DECODE_LOOKAHEAD`] reads on. For
 /// code that reproduces the kernel's memory access pattern (the kernels bench's bare read).
 pub fn decode_read_order(keys: Range<usize>) -> impl Iterator<Item = Vec<usize>> {
-    let end = keys.end;
-    keys.step_by(DECODE_CHUNK).map(move |start| {
-        let len = DECODE_CHUNK.min(end - start);
-        let order = KeyOrder::new(len, DECODE_STREAMS);
-        (0..len).map(|t| start + order.key(t)).collect()
-    })
+    split_range(keys, DECODE_CHUNK)
+        .map(|chunk| KeyOrder::positions(chunk, DECODE_STREAMS).collect())
 }
 
 /// The order in which a chunk's keys are visited: the chunk is cut into `streams` equal runs of
@@ -153,6 +149,12 @@ impl KeyOrder {
     /// Offset within the chunk of the `t`-th key visited.
     fn key(&self, t: usize) -> usize {
         (t % self.streams) * self.run + t / self.streams
+    }
+
+    /// The key positions of `chunk` in the order they are visited as `streams` runs.
+    fn positions(chunk: Range<usize>, streams: usize) -> impl Iterator<Item = usize> {
+        let order = Self::new(chunk.len(), streams);
+        (0..chunk.len()).map(move |t| chunk.start + order.key(t))
     }
 }
 
@@ -221,13 +223,10 @@ impl<'a, 'b, T: KvElement> ItemView<'a, 'b, T> {
     /// visiting order of `streams` runs (see [`KeyOrder`]).
     fn push_offsets(&self, keys: Range<usize>, streams: usize, offsets: &mut Vec<usize>) {
         let geom = &self.inputs.geometry;
-        let bs = geom.block_size;
-        let order = KeyOrder::new(keys.len(), streams);
-        offsets.extend((0..keys.len()).map(|t| {
-            let p = keys.start + order.key(t);
-            let slot = self.seq.block_table[p / bs] as usize * bs + p % bs;
-            geom.row_offset(slot, 0)
-        }));
+        offsets.extend(
+            KeyOrder::positions(keys, streams)
+                .map(|p| geom.row_offset(self.seq.slot(p, geom.block_size), 0)),
+        );
     }
 
     /// Elements of a slot row the item reads: its kv heads' vectors.
@@ -338,11 +337,6 @@ impl ChunkWalk {
             view.push_offsets(following, self.streams, &mut self.window);
         }
         Some(chunk)
-    }
-
-    /// The visiting order of the current chunk.
-    fn order(&self) -> KeyOrder {
-        KeyOrder::new(self.current, self.streams)
     }
 
     /// Slot offsets of the current chunk.
@@ -485,13 +479,13 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
                 );
             }
         }
-        let order = walk.order();
         for h in 0..per_row {
             let probs = &mut scores[h * DECODE_CHUNK..][..n];
             if let Some(slopes) = &inputs.params.alibi_slopes {
                 let slope = slopes[first_head + h];
-                for (t, s) in probs.iter_mut().enumerate() {
-                    *s += slope * ((chunk.start + order.key(t)) as f32 - pos as f32);
+                let visited = KeyOrder::positions(chunk.clone(), DECODE_STREAMS);
+                for (s, p) in probs.iter_mut().zip(visited) {
+                    *s += slope * (p as f32 - pos as f32);
                 }
             }
             let correction = softmax_update::<S>(probs, &mut max[h], &mut sum[h]);

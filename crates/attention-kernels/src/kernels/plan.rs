@@ -133,7 +133,7 @@ fn partition_len(context_len: usize, partitions: usize, min_len: usize) -> usize
 }
 
 /// Consecutive sub-ranges of `range` of length `len` (the last may be shorter). `len ≥ 1`.
-fn split_range(range: Range<usize>, len: usize) -> impl Iterator<Item = Range<usize>> {
+pub(crate) fn split_range(range: Range<usize>, len: usize) -> impl Iterator<Item = Range<usize>> {
     range
         .clone()
         .step_by(len)

@@ -18,10 +18,6 @@ pub fn reference_attention<T: KvElement>(
     let params = inputs.params;
     out.fill(0.0);
     for seq in inputs.meta.seqs() {
-        let slot_of = |pos: usize| {
-            seq.block_table[pos / geom.block_size] as usize * geom.block_size
-                + pos % geom.block_size
-        };
         for r in 0..seq.query_len {
             let pos = seq.first_query_position() + r;
             let row = (seq.query_start + r) * inputs.row_len();
@@ -34,7 +30,7 @@ pub fn reference_attention<T: KvElement>(
                     .map_or(0.0, |s| f64::from(s[h]));
                 let keys: Vec<(usize, f64)> = visible_keys(pos, params.sliding_window)
                     .map(|k| {
-                        let offset = geom.row_offset(slot_of(k), kv_head);
+                        let offset = geom.row_offset(seq.slot(k, geom.block_size), kv_head);
                         let key = &inputs.planes.key()[offset..offset + d];
                         let dot: f64 = q
                             .iter()
