@@ -441,6 +441,17 @@ fn softmax_lanes<S: Simd>(
 /// better.
 #[inline(always)]
 fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
+    if view.inputs.geometry.head_size.is_multiple_of(LANES) {
+        decode_rows::<T, S, true>(view)
+    } else {
+        decode_rows::<T, S, false>(view)
+    }
+}
+
+/// [`decode_item`] with K/V rows read as [`PlaneRows`] of `WHOLE` vectors (the head size is a
+/// multiple of 16) or not.
+#[inline(always)]
+fn decode_rows<T: KvElement, S: Simd, const WHOLE: bool>(view: &ItemView<'_, '_, T>) -> Partial {
     let inputs = view.inputs;
     let (d, group, per_row) = (inputs.geometry.head_size, view.group, view.per_row);
     let kv_heads = view.item.kv_heads.clone();
@@ -463,9 +474,10 @@ fn decode_item<T: KvElement, S: Simd>(view: &ItemView<'_, '_, T>) -> Partial {
     while let Some(chunk) = walk.advance(view) {
         let n = chunk.len();
         let ahead = walk.ahead(DECODE_LOOKAHEAD);
-        let keys = PlaneRows::new(inputs.planes.key(), walk.offsets(), span).with_lookahead(ahead);
-        let values =
-            PlaneRows::new(inputs.planes.value(), walk.offsets(), span).with_lookahead(ahead);
+        let keys = PlaneRows::<T, WHOLE>::new(inputs.planes.key(), walk.offsets(), span)
+            .with_lookahead(ahead);
+        let values = PlaneRows::<T, WHOLE>::new(inputs.planes.value(), walk.offsets(), span)
+            .with_lookahead(ahead);
         for t in (0..n).step_by(DECODE_STREAMS) {
             let len = DECODE_STREAMS.min(n - t);
             for (kl, kv_head) in kv_heads.clone().enumerate() {

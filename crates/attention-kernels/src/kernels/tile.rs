@@ -67,8 +67,14 @@ impl Rows for Dense<'_> {
 
 /// Rows of a K or V cache plane, read in place: row `k` is `plane[offsets[k] + start..][..width]`,
 /// widened to f32 as it is loaded (lanes past `width` are zero).
+///
+/// `WHOLE` promises that `width` is a multiple of 16 (checked by [`PlaneRows::new`] and
+/// [`PlaneRows::columns`]), so every load is a full vector and the partial-load path is compiled
+/// out. Measured on the decode kernel with L2-resident K/V (one thread, 8 sequences × 1k keys):
+/// compiling it out cut the time by 17 % (bf16, 32q/8kv/128), 26 % (bf16, 12q/12kv/64) and
+/// 7–14 % (f32); cold bf16 decode went from 19–25 to 21–26 GB/s.
 #[derive(Clone, Copy)]
-pub(crate) struct PlaneRows<'a, T> {
+pub(crate) struct PlaneRows<'a, T, const WHOLE: bool> {
     plane: &'a [T],
     /// Element offset of each row's slot in the plane.
     offsets: &'a [usize],
@@ -82,9 +88,11 @@ pub(crate) struct PlaneRows<'a, T> {
     ahead: &'a [usize],
 }
 
-impl<'a, T: KvElement> PlaneRows<'a, T> {
-    /// Whole spans of `span` elements at `offsets`; panics unless every span lies in `plane`.
+impl<'a, T: KvElement, const WHOLE: bool> PlaneRows<'a, T, WHOLE> {
+    /// Whole spans of `span` elements at `offsets`; panics unless every span lies in `plane`
+    /// (and, with `WHOLE`, unless `span` is a multiple of 16).
     pub(crate) fn new(plane: &'a [T], offsets: &'a [usize], span: usize) -> Self {
+        assert!(!WHOLE || span.is_multiple_of(LANES));
         assert!(
             offsets
                 .iter()
@@ -108,7 +116,7 @@ impl<'a, T: KvElement> PlaneRows<'a, T> {
 
     /// Elements `start..start + width` of every row.
     pub(crate) fn columns(&self, start: usize, width: usize) -> Self {
-        assert!(start + width <= self.span);
+        assert!(start + width <= self.span && (!WHOLE || width.is_multiple_of(LANES)));
         Self {
             start,
             width,
@@ -126,7 +134,7 @@ impl<'a, T: KvElement> PlaneRows<'a, T> {
     }
 }
 
-impl<T: KvElement> Rows for PlaneRows<'_, T> {
+impl<T: KvElement, const WHOLE: bool> Rows for PlaneRows<'_, T, WHOLE> {
     #[inline(always)]
     fn len(&self) -> usize {
         self.offsets.len()
@@ -138,14 +146,15 @@ impl<T: KvElement> Rows for PlaneRows<'_, T> {
     #[inline(always)]
     unsafe fn load<S: Simd>(&self, k: usize, col: usize) -> S::V {
         // SAFETY: `k < len`, and `new`/`columns` checked that `offset + start + width` lies in
-        // the plane; a full load is only issued when `col + 16 <= width`, a partial one reads
-        // `width − col` elements.
+        // the plane; a full load is only issued when `col + 16 <= width` (always so with
+        // `WHOLE`, where `width` is a multiple of 16 and `col + 16 <= cols`), a partial one
+        // reads `width − col` elements.
         unsafe {
             let row = self
                 .plane
                 .as_ptr()
                 .add(*self.offsets.get_unchecked(k) + self.start + col);
-            if col + LANES <= self.width {
+            if WHOLE || col + LANES <= self.width {
                 load_kv::<S, T>(row)
             } else {
                 load_kv_partial::<S, T>(row, self.width - col)
