@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use attention_kernels::{
     AttnInputs, AttnMetadata, AttnParams, CacheGeometry, CpuKernelConfig, DECODE_LOOKAHEAD,
     KvCache, KvCacheSpec, KvDtype, KvElement, KvPlanes, LayerKvCache, SeqAttn, SimdLevel,
-    committed_plane, copy_blocks, decode_read_order, paged_attention_with, swap_blocks,
-    with_planes,
+    committed_plane, copy_blocks, decode_read_order, paged_attention_with, prefetch_line,
+    swap_blocks, with_planes,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -102,6 +102,19 @@ fn median_time(settings: &Settings, mut between: impl FnMut(), mut run: impl FnM
     }
     times.sort();
     times[if settings.best { 0 } else { times.len() / 2 }]
+}
+
+/// [`median_time`] of `run` with the caches evicted before each run (unless `--warm`).
+fn cold_time(settings: &Settings, evictor: &Evictor, run: impl FnMut()) -> Duration {
+    median_time(
+        settings,
+        || {
+            if !settings.warm {
+                evictor.evict();
+            }
+        },
+        run,
+    )
 }
 
 /// A model shape for attention benchmarks.
@@ -244,17 +257,9 @@ fn time_paged_read(
             })
             .reduce(|| 0, |a, b| a ^ b)
     }
-    median_time(
-        settings,
-        || {
-            if !settings.warm {
-                evictor.evict();
-            }
-        },
-        || {
-            black_box(with_planes!(layer.storage(), p => typed(p, layer.geometry(), meta)));
-        },
-    )
+    cold_time(settings, evictor, || {
+        black_box(with_planes!(layer.storage(), p => typed(p, layer.geometry(), meta)));
+    })
 }
 
 /// One sequence's bare read: the K plane's rows of each chunk, then the V plane's.
@@ -300,7 +305,7 @@ impl BareRead<'_> {
                     let ahead = rows.get(i + DECODE_LOOKAHEAD);
                     for line in (0..self.row_bytes).step_by(64) {
                         if let Some(&ahead) = ahead {
-                            prefetch(plane.wrapping_add(ahead + line));
+                            prefetch_line(plane.wrapping_add(ahead + line));
                         }
                         // SAFETY: the line lies inside the row, by the caller's contract.
                         let words: [u64; 8] =
@@ -315,18 +320,6 @@ impl BareRead<'_> {
         }
         acc.iter().fold(0, |a, b| a ^ b)
     }
-}
-
-/// Hints the CPU to load the cache line at `address` into L2; never faults.
-fn prefetch(address: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint that never faults, whatever the address.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T1>(address.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
 }
 
 /// Median time of one attention call over `layer`, cold (cache evicted before each run).
@@ -367,15 +360,9 @@ fn time_attention(
             meta,
             params,
         };
-        median_time(
-            settings,
-            || {
-                if !settings.warm {
-                    evictor.evict();
-                }
-            },
-            || paged_attention_with(&inputs, out, config).expect("valid inputs"),
-        )
+        cold_time(settings, evictor, || {
+            paged_attention_with(&inputs, out, config).expect("valid inputs")
+        })
     }
     let args = (
         &query[..],

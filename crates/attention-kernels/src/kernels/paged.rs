@@ -109,9 +109,10 @@ const DECODE_STREAMS: usize = 4;
 pub const DECODE_LOOKAHEAD: usize = 2 * DECODE_STREAMS;
 
 /// The key positions `keys` of a decode item in the order the CPU kernel reads their K/V rows:
-/// chunks of up to 64 positions, each in its [`KeyOrder`]; a chunk's K rows are read in this
-/// order, then its V rows, every read prefetching the row [`DECODE_LOOKAHEAD`] reads on. For
-/// code that reproduces the kernel's memory access pattern (the kernels bench's bare read).
+/// chunks of up to 64 positions, each read as 4 interleaved runs of consecutive keys (one run
+/// when 4 does not divide the chunk); a chunk's K rows are read in this order, then its V rows,
+/// every read prefetching the row [`DECODE_LOOKAHEAD`] reads on. For code that reproduces the
+/// kernel's memory access pattern (the kernels bench's bare read).
 pub fn decode_read_order(keys: Range<usize>) -> impl Iterator<Item = Vec<usize>> {
     split_range(keys, DECODE_CHUNK)
         .map(|chunk| KeyOrder::positions(chunk, DECODE_STREAMS).collect())

@@ -6,9 +6,10 @@
 pub(crate) const LINE_BYTES: usize = 64;
 
 /// Hints the CPU to load the cache line holding `address` into the L2 cache. Never faults (any
-/// address may be passed); a no-op off x86-64.
+/// address may be passed); a no-op off x86-64. Public for code that reproduces the kernels'
+/// memory access pattern (the kernels bench's bare read).
 #[inline(always)]
-pub(crate) fn prefetch_line<T>(address: *const T) {
+pub fn prefetch_line<T>(address: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
