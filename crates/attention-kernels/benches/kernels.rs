@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use attention_kernels::{
     AttnInputs, AttnMetadata, AttnParams, CacheGeometry, CpuKernelConfig, DECODE_LOOKAHEAD,
-    KvCache, KvCacheSpec, KvDtype, KvElement, KvPlanes, LayerKvCache, SeqAttn, SimdLevel,
-    committed_plane, copy_blocks, decode_read_order, paged_attention_with, prefetch_line,
-    swap_blocks, with_planes,
+    KvCache, KvCacheSpec, KvDtype, KvElement, KvPlanes, LINE_BYTES, LayerKvCache, SeqAttn,
+    SimdLevel, committed_plane, copy_blocks, decode_read_order, paged_attention_with,
+    prefetch_line, swap_blocks, with_planes,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -238,7 +238,10 @@ fn time_paged_read(
 ) -> Duration {
     fn typed<T: KvElement>(planes: &KvPlanes<T>, g: CacheGeometry, meta: &AttnMetadata) -> u64 {
         let row_bytes = g.slot_stride() * std::mem::size_of::<T>();
-        assert!(row_bytes.is_multiple_of(64), "rows of whole cache lines");
+        assert!(
+            row_bytes.is_multiple_of(LINE_BYTES),
+            "rows of whole cache lines"
+        );
         meta.seqs()
             .par_iter()
             .map(|seq| {
@@ -261,6 +264,9 @@ fn time_paged_read(
         black_box(with_planes!(layer.storage(), p => typed(p, layer.geometry(), meta)));
     })
 }
+
+/// One cache line as the 8-byte words the bare read XORs.
+type Line = [u64; LINE_BYTES / 8];
 
 /// One sequence's bare read: the K plane's rows of each chunk, then the V plane's.
 struct BareRead<'a> {
@@ -297,19 +303,19 @@ impl BareRead<'_> {
     #[inline(always)]
     unsafe fn body(&self) -> u64 {
         let rows: Vec<usize> = self.chunks.concat();
-        let mut acc = [0u64; 8];
+        let mut acc: Line = [0; LINE_BYTES / 8];
         let mut first = 0;
         for chunk in self.chunks {
             for plane in self.planes {
                 for (i, &row) in (first..).zip(chunk) {
                     let ahead = rows.get(i + DECODE_LOOKAHEAD);
-                    for line in (0..self.row_bytes).step_by(64) {
+                    for line in (0..self.row_bytes).step_by(LINE_BYTES) {
                         if let Some(&ahead) = ahead {
                             prefetch_line(plane.wrapping_add(ahead + line));
                         }
                         // SAFETY: the line lies inside the row, by the caller's contract.
-                        let words: [u64; 8] =
-                            unsafe { plane.add(row + line).cast::<[u64; 8]>().read_unaligned() };
+                        let words: Line =
+                            unsafe { plane.add(row + line).cast::<Line>().read_unaligned() };
                         for (a, w) in acc.iter_mut().zip(words) {
                             *a ^= w;
                         }

@@ -43,9 +43,9 @@ pub use kernels::paged::{
     CpuKernelConfig, DECODE_LOOKAHEAD, decode_read_order, paged_attention, paged_attention_with,
 };
 pub use kernels::plan::PlanConfig;
-pub use kernels::prefetch_line;
 pub use kernels::reference::reference_attention;
 pub use kernels::simd::SimdLevel;
 pub use kernels::vector_math::{silu_mul, sum_of_squares};
+pub use kernels::{LINE_BYTES, prefetch_line};
 pub use metadata::{AttnMetadata, AttnParams, SeqAttn};
 pub use spec::{CacheGeometry, KvCacheSpec};

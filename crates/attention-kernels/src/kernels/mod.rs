@@ -6,7 +6,7 @@ pub mod inputs;
 pub mod paged;
 pub mod plan;
 mod prefetch;
-pub use prefetch::prefetch_line;
+pub use prefetch::{LINE_BYTES, prefetch_line};
 pub mod reference;
 pub mod simd;
 mod tile;

@@ -469,6 +469,7 @@ fn decode_rows<T: KvElement, S: Simd, const WHOLE: bool>(view: &ItemView<'_, '_,
     let mut max = vec![f32::NEG_INFINITY; per_row];
     let mut sum = vec![0.0f32; per_row];
     let mut scores = vec![0.0f32; per_row * DECODE_CHUNK];
+    let mut distances = Vec::with_capacity(DECODE_CHUNK);
     let span = inputs.geometry.slot_stride();
     let pos = view.position(0);
     let mut walk = view.chunk_walk(DECODE_CHUNK, DECODE_STREAMS);
@@ -492,13 +493,19 @@ fn decode_rows<T: KvElement, S: Simd, const WHOLE: bool>(view: &ItemView<'_, '_,
                 );
             }
         }
+        // ALiBi distances of the chunk's keys, in visiting order (empty without ALiBi).
+        distances.clear();
+        if inputs.params.alibi_slopes.is_some() {
+            distances.extend(
+                KeyOrder::positions(chunk.clone(), DECODE_STREAMS).map(|p| p as f32 - pos as f32),
+            );
+        }
         for h in 0..per_row {
             let probs = &mut scores[h * DECODE_CHUNK..][..n];
             if let Some(slopes) = &inputs.params.alibi_slopes {
                 let slope = slopes[first_head + h];
-                let visited = KeyOrder::positions(chunk.clone(), DECODE_STREAMS);
-                for (s, p) in probs.iter_mut().zip(visited) {
-                    *s += slope * (p as f32 - pos as f32);
+                for (s, distance) in probs.iter_mut().zip(&distances) {
+                    *s += slope * distance;
                 }
             }
             let correction = softmax_update::<S>(probs, &mut max[h], &mut sum[h]);

@@ -2,8 +2,8 @@
 //! memory requests in flight before the kernel reaches them (the hardware prefetcher does not
 //! follow a block table).
 
-/// Bytes per cache line.
-pub(crate) const LINE_BYTES: usize = 64;
+/// Bytes per cache line: the unit [`prefetch_line`] fetches and the kernels prefetch by.
+pub const LINE_BYTES: usize = 64;
 
 /// Hints the CPU to load the cache line holding `address` into the L2 cache. Never faults (any
 /// address may be passed); a no-op off x86-64. Public for code that reproduces the kernels'
