@@ -247,12 +247,15 @@ fn time_paged_read(
             .map(|seq| {
                 let byte_offset =
                     |p: usize| g.row_offset(seq.slot(p, g.block_size), 0) * size_of::<T>();
-                let chunks: Vec<Vec<usize>> = decode_read_order(0..seq.context_len)
-                    .map(|chunk| chunk.into_iter().map(byte_offset).collect())
-                    .collect();
+                let (mut rows, mut chunk_lens) = (Vec::new(), Vec::new());
+                for chunk in decode_read_order(0..seq.context_len) {
+                    chunk_lens.push(chunk.len());
+                    rows.extend(chunk.into_iter().map(byte_offset));
+                }
                 let read = BareRead {
                     planes: [planes.key(), planes.value()].map(|p| p.as_ptr().cast()),
-                    chunks: &chunks,
+                    rows: &rows,
+                    chunk_lens: &chunk_lens,
                     row_bytes,
                 };
                 // SAFETY: every row lies inside its plane (the metadata is valid for this layer).
@@ -272,8 +275,10 @@ type Line = [u64; LINE_BYTES / 8];
 struct BareRead<'a> {
     /// The K and V planes.
     planes: [*const u8; 2],
-    /// Byte offsets of the rows, chunk by chunk, in reading order.
-    chunks: &'a [Vec<usize>],
+    /// Byte offsets of the rows in reading order.
+    rows: &'a [usize],
+    /// How many of `rows` each chunk takes, in order.
+    chunk_lens: &'a [usize],
     /// Bytes per row, whole cache lines.
     row_bytes: usize,
 }
@@ -302,13 +307,13 @@ impl BareRead<'_> {
     /// [`BareRead::run`]'s loop, inlined into each instruction-set build.
     #[inline(always)]
     unsafe fn body(&self) -> u64 {
-        let rows: Vec<usize> = self.chunks.concat();
         let mut acc: Line = [0; LINE_BYTES / 8];
         let mut first = 0;
-        for chunk in self.chunks {
+        for &len in self.chunk_lens {
+            let chunk = &self.rows[first..first + len];
             for plane in self.planes {
                 for (i, &row) in (first..).zip(chunk) {
-                    let ahead = rows.get(i + DECODE_LOOKAHEAD);
+                    let ahead = self.rows.get(i + DECODE_LOOKAHEAD);
                     for line in (0..self.row_bytes).step_by(LINE_BYTES) {
                         if let Some(&ahead) = ahead {
                             prefetch_line(plane.wrapping_add(ahead + line));
@@ -322,7 +327,7 @@ impl BareRead<'_> {
                     }
                 }
             }
-            first += chunk.len();
+            first += len;
         }
         acc.iter().fold(0, |a, b| a ^ b)
     }

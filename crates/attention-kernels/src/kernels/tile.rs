@@ -374,7 +374,11 @@ unsafe fn dot_block<S: Simd, const HB: usize, const KB: usize>(
     }
     if HB * KB == LANES {
         let mut sums = [0.0f32; LANES];
-        let v = std::array::from_fn(|i| acc[i / KB][i % KB]);
+        // Plain loops, as in `block`.
+        let mut v = [S::splat(0.0); LANES];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = acc[i / KB][i % KB];
+        }
         // SAFETY: `sums` holds 16 floats.
         unsafe { S::store(sums.as_mut_ptr(), S::reduce_16(v)) };
         for (i, x) in sums.into_iter().enumerate() {
