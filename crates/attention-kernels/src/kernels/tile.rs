@@ -295,9 +295,9 @@ unsafe fn block<S: Simd, const MR: usize, const NR: usize>(
 ///
 /// Rows of `q` hold `stride` floats (a multiple of 16, at most `keys.cols()`, zero-padded past
 /// the keys' width). Heads are taken 4 at a time, each with 4 keys on AVX-512, so every key
-/// vector is loaded once per 4 heads and every query vector once per 4 keys; a single head
-/// takes 16 keys at a time there. Blocks of 16 (head, key) pairs finish with one
-/// [`Simd::reduce_16`] instead of 16 horizontal sums.
+/// vector is loaded once per 4 heads and every query vector once per 4 keys; these blocks of
+/// 16 (head, key) pairs finish with one [`Simd::reduce_16`] instead of 16 horizontal sums.
+/// Leftover heads take 4 keys at a time with a horizontal sum each.
 #[inline(always)]
 pub(crate) fn dots<S: Simd>(
     q: &[f32],
@@ -319,18 +319,13 @@ pub(crate) fn dots<S: Simd>(
         let qh = unsafe { pq.add(h * stride) };
         let mut t = 0;
         while t < n {
-            let kb = match (S::WIDE, hb, n - t) {
-                (false, _, _) | (_, _, ..4) => 1,
-                (true, 1, 16..) => 16,
-                _ => 4,
-            };
+            let kb = if S::WIDE && n - t >= 4 { 4 } else { 1 };
             let mut put = |dh: usize, dt: usize, x: f32| out[(h + dh) * out_row + t + dt] = x;
             let rows = (keys, t);
             match (hb, kb) {
                 // SAFETY (all): the asserts above keep rows `t..t+kb` of keys in bounds.
                 (4, 4) => unsafe { dot_block::<S, 4, 4>(qh, rows, stride, &mut put) },
                 (4, _) => unsafe { dot_block::<S, 4, 1>(qh, rows, stride, &mut put) },
-                (_, 16) => unsafe { dot_block::<S, 1, 16>(qh, rows, stride, &mut put) },
                 (_, 4) => unsafe { dot_block::<S, 1, 4>(qh, rows, stride, &mut put) },
                 _ => unsafe { dot_block::<S, 1, 1>(qh, rows, stride, &mut put) },
             }

@@ -99,21 +99,18 @@ impl Mlp {
 /// ops.
 fn gated_silu(up: &Tensor, intermediate: usize) -> Result<Tensor> {
     let (rows, width) = up.dims2()?;
-    let fused = (width == 2 * intermediate)
-        .then(|| {
-            with_f32_slice(up, |input| {
-                let mut out = vec![0.0f32; rows * intermediate];
-                out.par_chunks_mut(intermediate)
-                    .zip(input.par_chunks(width))
-                    .for_each(|(out, row)| {
-                        let (gate, value) = row.split_at(intermediate);
-                        attention_kernels::silu_mul(gate, value, out);
-                    });
-                out
-            })
+    if width == 2 * intermediate
+        && let Some(out) = with_f32_slice(up, |input| {
+            let mut out = vec![0.0f32; rows * intermediate];
+            out.par_chunks_mut(intermediate)
+                .zip(input.par_chunks(width))
+                .for_each(|(out, row)| {
+                    let (gate, value) = row.split_at(intermediate);
+                    attention_kernels::silu_mul(gate, value, out);
+                });
+            out
         })
-        .flatten();
-    if let Some(out) = fused {
+    {
         return Ok(Tensor::from_vec(out, (rows, intermediate), &Device::Cpu)?);
     }
     let gate = up.narrow(1, 0, intermediate)?;
