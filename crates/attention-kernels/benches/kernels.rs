@@ -535,11 +535,10 @@ fn simd_level(args: &[String]) -> SimdLevel {
     let Some(name) = args.iter().find_map(|a| a.strip_prefix("--simd=")) else {
         return SimdLevel::detect();
     };
-    let levels = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512];
-    let level = levels
+    let level = SimdLevel::ALL
         .into_iter()
         .find(|l| format!("{l:?}").eq_ignore_ascii_case(name))
-        .unwrap_or_else(|| panic!("unknown --simd level {name}; one of {levels:?}"));
+        .unwrap_or_else(|| panic!("unknown --simd level {name}; one of {:?}", SimdLevel::ALL));
     assert!(level <= SimdLevel::detect(), "this CPU lacks {level:?}");
     level
 }

@@ -32,13 +32,6 @@ struct Case {
     seed: u64,
 }
 
-fn simd_levels() -> Vec<SimdLevel> {
-    [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512]
-        .into_iter()
-        .filter(|l| *l <= SimdLevel::detect())
-        .collect()
-}
-
 fn seq_strategy() -> impl Strategy<Value = (usize, usize, usize)> {
     (
         1usize..70,
@@ -62,7 +55,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         prop::option::weighted(0.3, 1usize..40),
         any::<bool>(),
         0usize..6,
-        prop::sample::select(simd_levels()),
+        prop::sample::select(SimdLevel::supported().collect::<Vec<_>>()),
         (1usize..=8, 1usize..=64, 1usize..=64),
         any::<u64>(),
     )
@@ -436,7 +429,7 @@ fn tiled_case_strategy() -> impl Strategy<Value = Case> {
         prop::collection::vec((1usize..200, 0usize..200, any::<bool>()), 1..3),
         prop::option::weighted(0.3, 1usize..90),
         any::<bool>(),
-        prop::sample::select(simd_levels()),
+        prop::sample::select(SimdLevel::supported().collect::<Vec<_>>()),
         1usize..=80,
         any::<u64>(),
     )

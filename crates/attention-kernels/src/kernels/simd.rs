@@ -163,6 +163,9 @@ pub enum SimdLevel {
 }
 
 impl SimdLevel {
+    /// Every level, lowest first.
+    pub const ALL: [SimdLevel; 3] = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512];
+
     /// The best level this CPU supports.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
@@ -177,6 +180,11 @@ impl SimdLevel {
             }
         }
         SimdLevel::Portable
+    }
+
+    /// The levels this CPU supports, lowest first.
+    pub fn supported() -> impl Iterator<Item = SimdLevel> {
+        Self::ALL.into_iter().filter(|l| *l <= Self::detect())
     }
 }
 
@@ -344,7 +352,7 @@ mod tests {
         for n in [0, 1, 15, 16, 17, 80, 113] {
             let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
             let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.25).collect();
-            for level in levels() {
+            for level in SimdLevel::supported() {
                 let acc = run_at(level, Axpy(b.clone(), 2.0, &a));
                 for i in 0..n {
                     assert!(
@@ -362,7 +370,7 @@ mod tests {
     fn vector_widening_matches_scalar_for_every_bit_pattern() {
         fn check<T: KvElement>(from_bits: fn(u16) -> T) {
             let all: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
-            for level in levels() {
+            for level in SimdLevel::supported() {
                 let got = run_at(level, Widen(&all));
                 for (x, y) in all.iter().zip(&got) {
                     let expected = x.to_f32();
@@ -383,7 +391,7 @@ mod tests {
         let v: Vec<f32> = (0..LANES * LANES)
             .map(|i| ((i * 37) % 101) as f32 - 50.0)
             .collect();
-        for level in levels() {
+        for level in SimdLevel::supported() {
             let got = run_at(level, Reduce16(&v));
             for (i, row) in v.chunks_exact(LANES).enumerate() {
                 assert_eq!(got[i], row.iter().sum::<f32>(), "{level:?} lane {i}");
@@ -401,13 +409,6 @@ mod tests {
             let squares: f32 = xs.iter().map(|x| x * x).sum();
             assert_eq!(sum_of_squares(&xs), squares, "n={n}");
         }
-    }
-
-    fn levels() -> Vec<SimdLevel> {
-        [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512]
-            .into_iter()
-            .filter(|l| *l <= SimdLevel::detect())
-            .collect()
     }
 
     struct Reduce16<'a>(&'a [f32]);
